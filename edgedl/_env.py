@@ -1,0 +1,70 @@
+"""Process-wide settings that must be in place before TensorFlow is imported."""
+
+from __future__ import annotations
+
+import os
+
+_QUIET = {
+    # 3 hides INFO/WARNING/ERROR C++ logs; the Python-side errors still surface as exceptions.
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    # oneDNN reorders float sums, which makes same-seed training differ run to run and
+    # prints a banner; we want bit-identical weights for a seed.
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+    "KERAS_BACKEND": "tensorflow",
+}
+
+
+def quiet_tensorflow(verbose: bool = False) -> None:
+    """Silence TensorFlow's log noise unless the user asked for it (``--verbose``)."""
+    for key, value in _QUIET.items():
+        if verbose and key == "TF_CPP_MIN_LOG_LEVEL":
+            continue
+        os.environ.setdefault(key, value)
+    if not verbose:
+        os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+
+
+def import_tensorflow():
+    """Import TensorFlow quietly; raise RuntimeMissing with the install hint if absent."""
+    quiet_tensorflow(os.environ.get("EDGEDL_VERBOSE") == "1")
+    try:
+        import tensorflow as tf
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        from .errors import RuntimeMissing
+
+        raise RuntimeMissing(
+            f"TensorFlow is needed for this step but could not be imported: {exc}",
+            hint="pip install tensorflow-cpu==2.21.0",
+        ) from exc
+    import logging
+
+    tf.get_logger().setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    return tf
+
+
+def import_keras():
+    import_tensorflow()
+    import keras
+
+    return keras
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a result, without importing any of them."""
+    from importlib import metadata
+
+    names = [
+        "edgedl", "tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime",
+        "ai-edge-litert", "numpy", "protobuf",
+    ]
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    import platform
+
+    versions["python"] = platform.python_version()
+    return versions

@@ -1,0 +1,47 @@
+"""The Python API; mirrors the CLI one function per command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .recipe import is_recipe, load_recipe
+from .train import TrainConfig
+
+
+def train_config(recipe=None, model=None, data=None, out=None, seed=None, calibration_samples=None,
+                 unsafe=False, **settings) -> TrainConfig:
+    """Merge a recipe (if any) with explicit options; explicit options win."""
+    base: dict = {}
+    if recipe is not None:
+        if not is_recipe(recipe):
+            model = model or recipe  # `edgedl train cnn` reads as --model cnn
+        else:
+            loaded = load_recipe(recipe)
+            base = {"model": loaded.architecture, "data": loaded.data, "seed": loaded.seed,
+                    "calibration_samples": loaded.calibration_samples, **loaded.train}
+            base.setdefault("out", Path("runs") / loaded.name)
+    model = model or base.get("model", "cnn")
+    config = TrainConfig(
+        model=model,
+        data=data or base.get("data", "digits"),
+        out=Path(out or base.get("out") or Path("runs") / Path(str(model)).stem.split(":")[0]),
+        seed=seed if seed is not None else base.get("seed", 0),
+        calibration_samples=calibration_samples or base.get("calibration_samples", 200),
+        extra={"unsafe": unsafe},
+    )
+    for key in ("epochs", "batch_size", "learning_rate", "augment", "patience", "clipnorm"):
+        value = settings.get(key, None)
+        value = base.get(key) if value is None else value
+        if value is not None:
+            setattr(config, key, value)
+    for key in ("device", "strategy", "mixed_precision"):
+        if key in settings:
+            setattr(config, key, settings[key])
+    return config
+
+
+def train(model: str = "cnn", **options) -> dict:
+    """Train a model; returns the run manifest. Options as for ``edgedl train``."""
+    from .train import train as _train
+
+    return _train(train_config(model=model, **options))

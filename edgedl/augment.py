@@ -1,0 +1,75 @@
+"""Training batches with seeded random shifts, done in the input pipeline (never inside the model).
+
+Augmenting here keeps the exported graph identical to the seed architecture. Each epoch's
+shuffle and shifts come from ``(seed, epoch)``, so the same seed gives the same weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._env import import_keras
+
+MAX_SHIFT = 2  # pixels; a handwritten digit moved by 2 px is still the same digit
+
+
+def _shift_images(images: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarray:
+    """Move each (H, W, ...) sample by up to ``max_shift`` pixels, filling with zeros."""
+    count, height, width = images.shape[:3]
+    pad = [(0, 0), (max_shift, max_shift), (max_shift, max_shift)] + [(0, 0)] * (images.ndim - 3)
+    padded = np.pad(images, pad)
+    offsets = rng.integers(0, 2 * max_shift + 1, size=(count, 2))
+    shifted = np.empty_like(images)
+    for i, (dy, dx) in enumerate(offsets):
+        shifted[i] = padded[i, dy : dy + height, dx : dx + width]
+    return shifted
+
+
+def _make_class():
+    keras = import_keras()
+
+    class ShiftedBatches(keras.utils.PyDataset):
+        """Shuffled mini-batches; images (rank ≥ 2 per sample) are randomly shifted when ``augment``."""
+
+        def __init__(self, x, y, batch_size, seed, augment, input_rank):
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+            # Only spatial data (H×W or H×W×C) can be shifted; flat vectors are reshaped per batch.
+            self.augment = augment
+            self.epoch = 0
+            self._order = self._permutation()
+
+        def _permutation(self) -> np.ndarray:
+            return np.random.default_rng((self.seed, self.epoch)).permutation(len(self.x))
+
+        def __len__(self) -> int:
+            return -(-len(self.x) // self.batch_size)
+
+        def __getitem__(self, index):
+            picked = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+            batch = self.x[picked]
+            if self.augment:
+                batch = self._shift(batch, index)
+            return batch, self.y[picked]
+
+        def _shift(self, batch: np.ndarray, index: int) -> np.ndarray:
+            rng = np.random.default_rng((self.seed, self.epoch, index))
+            if batch.ndim >= 3:
+                return _shift_images(batch, rng, MAX_SHIFT)
+            side = int(round(np.sqrt(batch.shape[1])))
+            if side * side != batch.shape[1]:
+                return batch  # not a square image: leave flat features alone
+            images = batch.reshape(len(batch), side, side)
+            return _shift_images(images, rng, MAX_SHIFT).reshape(batch.shape)
+
+        def on_epoch_end(self):
+            self.epoch += 1
+            self._order = self._permutation()
+
+    return ShiftedBatches
+
+
+def __getattr__(name):
+    if name == "ShiftedBatches":
+        return _make_class()
+    raise AttributeError(name)

@@ -1,0 +1,147 @@
+"""The subcommands of ``edgedl``. Each parses its options, calls one library function, prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .cli import _csv, _ints, cli  # noqa: F401
+from .data import DEFAULT_DATA, builtin_names
+
+
+@cli.command()
+@click.argument("recipe", required=False, metavar="[RECIPE.toml]")
+@click.option("--model", "-m", default=None,
+              help="Architecture name (mlp, cnn, lstm, lstm_seq), file.py:function, or a .keras file. [default: cnn]")
+@click.option("--data", "-d", default=None,
+              help=f"Built-in data ({', '.join(builtin_names())}), a Keras dataset name if cached, an .npz with "
+                   f"x_train/y_train[/x_test/y_test], or an image folder (one sub-folder per class). [default: {DEFAULT_DATA}]")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Maximum epochs (early stopping may end sooner).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Per-replica batch size.")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate.")
+@click.option("--augment", type=click.Choice(["none", "shift"]), default=None,
+              help="Input-pipeline augmentation (never inside the exported model).")
+@click.option("--seed", type=int, default=None, help="Seed for split, init, shuffling, augmentation. [default: 0]")
+@click.option("--calibration-samples", type=click.IntRange(min=1), default=None,
+              help="Training samples saved for int8 calibration. [default: 200]")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+              help="auto uses a GPU whenever TensorFlow sees one.")
+@click.option("--strategy", type=click.Choice(["auto", "none", "mirrored", "multiworker"]), default="auto",
+              show_default=True, help="tf.distribute strategy; multiworker reads TF_CONFIG.")
+@click.option("--mixed-precision", is_flag=True, help="mixed_float16 on GPU (output layer stays float32).")
+@click.option("--unsafe", is_flag=True, help="Load a .keras --model with safe mode off (runs code inside it).")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder for model.keras + manifest.json. [default: runs/<model>]")
+def train(recipe, model, data, epochs, batch_size, learning_rate, augment, seed, calibration_samples,
+          device, strategy, mixed_precision, unsafe, out):
+    """Train a model and write OUT/model.keras plus OUT/manifest.json.
+
+    \b
+    Examples:
+      edgedl train --model cnn --out runs/cnn
+      edgedl train models/lstm.toml
+      edgedl train --model my_arch.py:build --data my_data.npz --epochs 5
+    """
+    from .api import train_config
+
+    config = train_config(recipe=recipe, model=model, data=data, epochs=epochs, batch_size=batch_size,
+                          learning_rate=learning_rate, augment=augment, seed=seed,
+                          calibration_samples=calibration_samples, device=device, strategy=strategy,
+                          mixed_precision=mixed_precision, unsafe=unsafe, out=out)
+    from .train import train as run_training
+
+    click.echo(f"training {config.model} on {config.data} → {config.out}", err=True)
+    manifest = run_training(config)
+    metrics = manifest["metrics"]
+    if not manifest.get("chief", True):
+        click.echo(f"worker done (not the chief; no files written): test accuracy {metrics['test_accuracy']:.4f}")
+        return
+    click.echo(
+        f"test accuracy {metrics['test_accuracy']:.4f} (val {metrics['val_accuracy']:.4f}, "
+        f"{metrics['epochs_run']} epochs, {manifest['training']['time_s']:.1f} s on "
+        f"{', '.join(manifest['training']['devices']) or 'cpu'})"
+    )
+    click.echo(f"wrote {config.out / 'model.keras'} and {config.out / 'manifest.json'}")
+
+
+def _parse_shapes(values: tuple[str, ...]) -> dict:
+    """``28,28`` for a single input, or ``name=28,28`` per input."""
+    shapes = {}
+    for value in values:
+        name, _, dims = value.rpartition("=")
+        try:
+            shapes[name or "*"] = [int(d) for d in dims.replace("x", ",").split(",") if d.strip()]
+        except ValueError as exc:
+            raise click.BadParameter(f"expected sizes like 28,28 or name=28,28; got {value!r}",
+                                     param_hint="--input-shape") from exc
+    return shapes
+
+
+@cli.command()
+@click.argument("model", metavar="MODEL")
+@click.option("--format", "-f", "formats", default="tflite", show_default=True,
+              help="Comma-separated: tflite, onnx.")
+@click.option("--quantize", "-q", default="none", show_default=True,
+              help="Comma-separated: none (float32), fp16, dynamic (int8 weights), int8 (full integer).")
+@click.option("--io", type=click.Choice(["float", "int8", "uint8"]), default="int8", show_default=True,
+              help="Input/output type of full-integer TFLite models.")
+@click.option("--calibration", type=click.Path(dir_okay=False), default=None,
+              help="An .npz of representative inputs (key x, or one key per input). [default: the run's subset]")
+@click.option("--calibration-samples", type=click.IntRange(min=1), default=None,
+              help="Use at most this many calibration samples.")
+@click.option("--input-shape", multiple=True, help="Sizes for open dimensions, without batch: 28,28 or name=28,28.")
+@click.option("--seq-len", type=click.IntRange(min=1), default=None, help="Timesteps, for sequence inputs left open.")
+@click.option("--opset", type=click.IntRange(13, 18), default=17, show_default=True, help="ONNX opset.")
+@click.option("--onnx-quant", type=click.Choice(["auto", "static", "dynamic"]), default="auto", show_default=True,
+              help="ONNX int8 recipe; auto measures both and keeps the best.")
+@click.option("--allow-flex", is_flag=True, help="Permit TF (Flex) ops in TFLite. Most runtimes cannot run them.")
+@click.option("--check", is_flag=True, help="Only report what would block the export; write nothing.")
+@click.option("--unsafe", is_flag=True, help="Load the .keras file with safe mode off (runs code inside it).")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the artifacts. [default: MODEL_DIR/exports]")
+def export(model, formats, quantize, io, calibration, calibration_samples, input_shape, seq_len, opset, onnx_quant,
+           allow_flex, check, unsafe, out):
+    """Convert MODEL (a .keras file or a training run folder) to TFLite and/or ONNX.
+
+    Each artifact gets a JSON sidecar (sha256, size, I/O tensors and quantization, op counts,
+    versions, calibration) and an entry in OUT/artifacts.json.
+
+    \b
+    Examples:
+      edgedl export runs/cnn --format tflite --quantize int8
+      edgedl export runs/lstm --format tflite,onnx --quantize none,fp16,dynamic,int8
+      edgedl export my.keras --check
+    """
+    from .export import ExportOptions, check as preflight, export as run_export, plan_targets
+
+    targets, skipped = plan_targets(_csv(formats), _csv(quantize))
+    for note in skipped:
+        click.echo(f"skipped: {note}", err=True)
+    options = ExportOptions(io=io, calibration=calibration, calibration_samples=calibration_samples,
+                            input_shapes=_parse_shapes(input_shape), seq_len=seq_len, opset=opset,
+                            onnx_quant=onnx_quant, allow_flex=allow_flex, unsafe=unsafe)
+    if check:
+        report = preflight(model, targets, options)
+        for finding in report["findings"]:
+            mark = "✓" if finding["level"] == "ok" else "✗"
+            fix = f"  → {finding['fix']}" if finding["fix"] else ""
+            click.echo(f"{mark} {finding['message']}{fix}")
+        if not report["ok"]:
+            raise SystemExit(1)
+        return
+    records = run_export(model, targets, out=out, options=options, progress=lambda m: click.echo(m, err=True))
+    click.echo(f"wrote {len(records)} artifact(s) to {records[0]['out_dir']}")
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def inspect(files, as_json):
+    """Print I/O tensors, quantization, ops and size of .tflite or .onnx FILES (any, not only ours)."""
+    import json
+
+    from .inspect import describe, render
+
+    infos = [describe(f) for f in files]
+    click.echo(json.dumps(infos, indent=2) if as_json else "\n\n".join(render(i) for i in infos))

@@ -1,0 +1,155 @@
+"""LSTM models → TFLite's builtin fused UNIDIRECTIONAL_SEQUENCE_LSTM op, in every precision.
+
+Why this path: Keras 3 LSTMs do not convert by default (TensorListReserve), a static batch-1
+signature gives a WHILE loop whose full-integer int8 conversion crashes the converter, and
+Keras' own LiteRT export needs Flex ops. The converter does fuse any ``tf.function`` marked with
+``api_implements="lstm_<id>"`` whose arguments are (inputs, init_h, init_c, kernel,
+recurrent_kernel, bias) and whose results are (last_output, outputs, h, c, runtime): the
+contract Keras 2's LSTM followed. So while the model is traced, each LSTM layer's ``call`` is
+swapped for such a function holding the layer's weights as constants. Every other layer runs
+through ``model.stateless_call`` with its weights as constants too, because variables captured
+from a Keras 3 model survive conversion as VAR_HANDLE ops and the result outputs NaN.
+
+The fused op keeps h and c in variable tensors between invokes: every caller must reset them
+(``interpreter.reset_all_variables()``) before each inference. Our runners and bundles do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import uuid
+
+import numpy as np
+
+
+def _lstm_layers(model):
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if layer.__class__.__name__ == "LSTM":
+            yield layer
+
+
+def has_lstm(model) -> bool:
+    return any(True for _ in _lstm_layers(model))
+
+
+def unsupported_reason(layer) -> str | None:
+    """Why this LSTM layer cannot become the fused op, or None."""
+    checks = [
+        (getattr(layer, "go_backwards", False), "go_backwards=True is not supported by the fused TFLite LSTM"),
+        (getattr(layer, "return_state", False), "return_state=True is not supported by the fused TFLite LSTM"),
+        (getattr(layer, "stateful", False), "stateful=True LSTMs carry state across batches; not supported"),
+        (_activation_name(layer.cell.activation) != "tanh", "the fused TFLite LSTM needs activation='tanh'"),
+        (_activation_name(layer.cell.recurrent_activation) != "sigmoid",
+         "the fused TFLite LSTM needs recurrent_activation='sigmoid'"),
+    ]
+    return next((reason for failed, reason in checks if failed), None)
+
+
+def _activation_name(fn) -> str:
+    return getattr(fn, "__name__", str(fn))
+
+
+def _fused_call(layer):
+    """A replacement for ``layer.call`` that the converter recognises as one LSTM op."""
+    import tensorflow as tf
+
+    cell = layer.cell
+    units = cell.units
+    kernel = tf.constant(np.asarray(cell.kernel.numpy(), np.float32))
+    recurrent_kernel = tf.constant(np.asarray(cell.recurrent_kernel.numpy(), np.float32))
+    bias = tf.constant(np.asarray(cell.bias.numpy(), np.float32) if cell.use_bias
+                       else np.zeros(4 * units, np.float32))
+    attributes = {"api_implements": f"lstm_{uuid.uuid4()}", "api_preferred_device": "CPU",
+                  "time_major": False, "go_backwards": False}
+
+    @tf.function(experimental_attributes=attributes, autograph=False)
+    def standard_lstm(inputs, init_h, init_c, kernel, recurrent_kernel, bias):
+        # The converter replaces this body with the fused op; it must still compute the same
+        # thing (gates i, f, c, o; sigmoid recurrence, tanh activation) for tracing and checks.
+        h, c, outputs = init_h, init_c, []
+        for step in range(inputs.shape[1]):
+            z = tf.matmul(inputs[:, step, :], kernel) + tf.matmul(h, recurrent_kernel) + bias
+            i, f, g, o = tf.split(z, 4, axis=1)
+            c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+            h = tf.sigmoid(o) * tf.tanh(c)
+            outputs.append(h)
+        runtime = tf.constant(1.0)  # Keras 2's "runs on CPU" marker, part of the contract
+        return h, tf.stack(outputs, axis=1), h, c, runtime
+
+    def call(sequences, initial_state=None, mask=None, training=False):  # noqa: ARG001
+        zeros = tf.zeros(tf.stack([tf.shape(sequences)[0], units]), tf.float32)
+        init_h, init_c = (initial_state if initial_state is not None else (zeros, zeros))
+        last, outputs, _, _, _ = standard_lstm(sequences, init_h, init_c, kernel, recurrent_kernel, bias)
+        return outputs if layer.return_sequences else last
+
+    return call
+
+
+@contextlib.contextmanager
+def _fused_layers(model):
+    layers = list(_lstm_layers(model))
+    for layer in layers:
+        reason = unsupported_reason(layer)
+        if reason:
+            from ..errors import ExportError
+
+            raise ExportError(f"layer {layer.name!r}: {reason}", hint="use --format onnx for this model")
+    for layer in layers:
+        layer.call = _fused_call(layer)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.call  # back to the class's own call
+
+
+def converter_for(model):
+    """A TFLiteConverter over a batch-1 SavedModel in which every LSTM is the fused op."""
+    import tensorflow as tf
+
+    from ..errors import ExportError
+    from ..modelio import input_names, output_names
+
+    specs = []
+    for tensor, name in zip(model.inputs, input_names(model), strict=True):
+        shape = [1, *tensor.shape[1:]]
+        if any(d is None for d in shape):
+            raise ExportError(f"input {name!r} has open dimensions {tuple(tensor.shape)}; the fused LSTM needs "
+                              "a fixed number of timesteps", hint="pass --seq-len N or --input-shape")
+        specs.append(tf.TensorSpec(shape, tf.float32, name=name))
+    trainable = [tf.constant(v.numpy()) for v in model.trainable_variables]
+    frozen = [tf.constant(v.numpy()) for v in model.non_trainable_variables]
+    outputs = output_names(model)
+
+    @tf.function(input_signature=specs)
+    def serve(*inputs):
+        feed = list(inputs) if len(inputs) > 1 else inputs[0]
+        result, _ = model.stateless_call(trainable, frozen, feed, training=False)
+        result = result if isinstance(result, (list, tuple)) else [result]
+        return dict(zip(outputs, result, strict=True))
+
+    module = tf.Module()
+    module.serve = serve
+    saved = tempfile.mkdtemp(prefix="edgedl-fused-lstm-")
+    try:
+        with _fused_layers(model):
+            concrete = serve.get_concrete_function()
+            tf.saved_model.save(module, saved, signatures={"serving_default": concrete})
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        converter.convert = _cleanup_after(converter.convert, saved)
+    except Exception:
+        shutil.rmtree(saved, ignore_errors=True)
+        raise
+    return converter
+
+
+def _cleanup_after(convert, folder: str):
+    def wrapped():
+        try:
+            return convert()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    return wrapped

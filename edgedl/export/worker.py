@@ -1,0 +1,249 @@
+"""The conversion side of export, run inside the worker process (TensorFlow is imported here).
+
+The loaded model, its calibration arrays and its float ONNX bytes are cached for the life of the
+worker, so several targets of one model load TensorFlow and the model once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .. import data as data_lib
+from .._env import import_keras, library_versions
+from ..errors import DataError, ExportError
+from ..files import atomic_path, sha256_file, write_json
+from . import MIN_CALIBRATION, SUFFIX
+
+_CACHE: dict = {}
+
+
+@contextlib.contextmanager
+def quiet_output():
+    """Silence the converter's C++ and Python chatter (it writes straight to fds 1 and 2)."""
+    if os.environ.get("EDGEDL_VERBOSE") == "1":
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "w") as devnull:
+        try:
+            os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def convert_target(src: dict, target: dict, out_dir: Path, options: dict) -> dict:
+    with quiet_output():
+        return _convert_target(src, target, out_dir, options)
+
+
+def _convert_target(src: dict, target: dict, out_dir: Path, options: dict) -> dict:
+    started = time.perf_counter()
+    model = _model(src, options)
+    fmt, precision = target["format"], target["precision"]
+    reason = unsupported_reason(model, fmt, precision)
+    if reason:
+        raise ExportError(reason)
+    calibration = _calibration(src, options, model) if precision == "int8" else None
+    extra: dict = {}
+    if fmt == "tflite":
+        from . import tflite
+
+        blob = tflite.convert(model, precision, calibration and calibration[0], options["io"], options["allow_flex"])
+    else:
+        blob, extra = _onnx_bytes(src, model, precision, calibration, options)
+    path = out_dir / f"{src['name']}_{precision}{SUFFIX[fmt]}"
+    record = _write_checked(path, blob, options)
+    record.update(
+        target=f"{fmt} {precision}", precision=precision, name=src["name"], architecture=src["architecture"],
+        io=options["io"] if (fmt == "tflite" and precision == "int8") else "float",
+        source_model={"path": src["model_path"], "sha256": src["model_sha256"]},
+        calibration=calibration[1] if calibration else None,
+        out_dir=str(out_dir), versions=library_versions(), time_s=round(time.perf_counter() - started, 2), **extra,
+    )
+    if record.get("stateful"):
+        record["notes"] = ["stateful: reset variable tensors (interpreter.reset_all_variables()) before every "
+                           "inference; the fused LSTM keeps h/c between invokes"]
+    write_json(path.with_name(path.name + ".json"), record)
+    return record
+
+
+def _write_checked(path: Path, blob: bytes, options: dict) -> dict:
+    """Write atomically, but only after the runtime loads the bytes and they use allowed ops."""
+    from ..inspect import describe
+
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(blob)
+        info = describe(tmp)
+        if info["flex_ops"] and not options["allow_flex"]:
+            raise ExportError(f"the result needs ops outside the builtin set ({', '.join(info['flex_ops'])})",
+                              hint="simplify the model, or pass --allow-flex knowingly")
+    info["file"] = path.name
+    return info
+
+
+# ---------------------------------------------------------------- model, calibration, ONNX cache
+
+def _model(src: dict, options: dict):
+    key = (src["model_path"], repr(options["input_shapes"]), options["seq_len"])
+    if key not in _CACHE:
+        from ..modelio import load_keras_model
+
+        model = load_keras_model(src["model_path"], safe_mode=not options["unsafe"])
+        _CACHE.clear()
+        _CACHE[key] = fix_input_shapes(model, options["input_shapes"], options["seq_len"])
+    return _CACHE[key]
+
+
+def fix_input_shapes(model, shapes: dict, seq_len: int | None):
+    """Rebuild the model on inputs with concrete sizes where the user gave them."""
+    if not shapes and seq_len is None:
+        return model
+    keras = import_keras()
+    inputs = []
+    for tensor in model.inputs:
+        name = tensor.name.split(":")[0]
+        shape = list(shapes.get(name) or shapes.get("*") or tensor.shape[1:])
+        if seq_len is not None and len(shape) >= 2 and shape[0] is None:
+            shape[0] = seq_len
+        inputs.append(keras.Input(shape=tuple(shape), name=name, dtype=tensor.dtype))
+    outputs = model(inputs if len(inputs) > 1 else inputs[0])
+    return keras.Model(inputs, outputs, name=model.name)
+
+
+def _calibration(src: dict, options: dict, model) -> tuple[list[np.ndarray], dict]:
+    path = src["calibration_path"]
+    if not path:
+        raise ExportError("int8 export needs calibration data and this model has no training run",
+                          hint="pass --calibration data.npz (key x, or one key per input name)")
+    key = ("calibration", path, options["calibration_samples"])
+    if key not in _CACHE:
+        _CACHE[key] = _load_calibration(path, options["calibration_samples"], model)
+    arrays, info = _CACHE[key]
+    if src["calibration_sha256"]:
+        info = {**info, "recorded_sha256": src["calibration_sha256"]}
+    return arrays, info
+
+
+def _load_calibration(path: str, samples: int | None, model) -> tuple[list[np.ndarray], dict]:
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    names = [t.name.split(":")[0] for t in model.inputs]
+    if all(name in arrays for name in names):
+        raw = [arrays[name] for name in names]
+    elif len(names) == 1:
+        x, _ = data_lib.load_samples_npz(path, "calibration file")
+        raw = [x]
+    else:
+        raise DataError(f"calibration file {path} needs one array per model input: {', '.join(names)}")
+    count = min(len(r) for r in raw)
+    if samples:
+        count = min(count, samples)
+    if count < MIN_CALIBRATION:
+        raise DataError(f"calibration set {path} has {count} samples; int8 needs at least {MIN_CALIBRATION} "
+                        "(a few hundred is typical)", hint="pass --calibration with more samples")
+    fitted = [data_lib.fit_to_input(r[:count], tuple(t.shape[1:]), "calibration")
+              for r, t in zip(raw, model.inputs, strict=True)]
+    info = {"path": path, "sha256": sha256_file(path), "count": count}
+    return fitted, info
+
+
+def _onnx_bytes(src: dict, model, precision: str, calibration, options: dict) -> tuple[bytes, dict]:
+    from . import onnx as onnx_export
+
+    key = ("onnx-fp32", src["model_path"], options["opset"])
+    if key not in _CACHE:
+        _CACHE[key] = onnx_export.convert(model, opset=options["opset"])
+    float_bytes = _CACHE[key]
+    extra = {"opset": options["opset"]}
+    if precision == "fp32":
+        return float_bytes, extra
+    names = [t.name.split(":")[0] for t in model.inputs]
+    blob, quant = onnx_export.quantize(float_bytes, calibration[0], names, options["onnx_quant"])
+    return blob, {**extra, "onnx_quantization": quant}
+
+
+# ---------------------------------------------------------------- preflight
+
+RECURRENT = ("LSTM", "GRU", "SimpleRNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D")
+
+
+def _layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.__class__.__name__ in ("Sequential", "Functional", "Model"):
+            yield from _layers(layer)
+        else:
+            yield layer
+
+
+def _is_recurrent(model) -> bool:
+    return any(layer.__class__.__name__ in RECURRENT for layer in _layers(model))
+
+
+def unsupported_reason(model, fmt: str, precision: str) -> str | None:
+    """Why (fmt, precision) cannot be done for this model, with the closest working alternative."""
+    if fmt != "tflite":
+        return None
+    from . import fused_lstm
+
+    for layer in _layers(model):
+        kind = layer.__class__.__name__
+        if kind == "LSTM":
+            reason = fused_lstm.unsupported_reason(layer)
+            if reason:
+                return f"layer {layer.name!r}: {reason}; closest alternative: --format onnx"
+        elif kind in RECURRENT and precision == "int8":
+            return (f"layer {layer.name!r} ({kind}): full-integer int8 TFLite of this recurrent layer crashes the "
+                    "converter; closest alternatives: --quantize dynamic (int8 weights), or --format onnx --quantize int8")
+    return None
+
+
+def preflight(src: dict, targets: list[dict], options: dict) -> dict:
+    with quiet_output():
+        return _preflight(src, targets, options)
+
+
+def _preflight(src: dict, targets: list[dict], options: dict) -> dict:
+    from ..errors import EdgedlError
+
+    findings = []
+    model = _model(src, options)
+    for tensor in model.inputs:
+        open_dims = [i for i, d in enumerate(tensor.shape[1:], 1) if d is None]
+        if open_dims:
+            findings.append({"level": "error", "message": f"input {tensor.name!r} has open dimensions {open_dims} "
+                             f"(shape {tuple(tensor.shape)})",
+                             "fix": "pass --input-shape (e.g. 28,28) or --seq-len N"})
+    for target in targets:
+        reason = unsupported_reason(model, target["format"], target["precision"])
+        if reason:
+            findings.append({"level": "error", "message": f"{target['format']} {target['precision']}: {reason}",
+                             "fix": "drop this mode or use the alternative named"})
+    if not any(f["level"] == "error" for f in findings):
+        try:
+            from . import tflite
+
+            tflite.convert(model, "fp32", None)
+            findings.append({"level": "ok", "message": "float TFLite converts with builtin ops only", "fix": ""})
+        except EdgedlError as exc:
+            findings.append({"level": "error", "message": exc.one_line(),
+                             "fix": "ops outside the builtin set need --allow-flex (not runnable by LiteRT's wheel)"})
+    return {"model": src["model_path"], "ok": not any(f["level"] == "error" for f in findings),
+            "recurrent": _is_recurrent(model), "findings": findings}

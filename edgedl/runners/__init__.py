@@ -1,0 +1,37 @@
+"""Runners: one per backend, all with the same ``infer`` (see base.py). Backends load lazily."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UsageError
+from .base import Runner, TensorInfo, dequantize, quantize
+
+BACKENDS = {".tflite": "litert", ".onnx": "onnxruntime", ".keras": "keras"}
+
+
+def backend_for(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in BACKENDS:
+        raise UsageError(f"{path}: no runner for {suffix or 'files without a suffix'}",
+                         hint="edgedl runs .tflite, .onnx and .keras files")
+    return BACKENDS[suffix]
+
+
+def open_runner(path: str | Path, threads: int = 1, xnnpack: bool = True, safe_mode: bool = True) -> Runner:
+    """A runner for ``path``, chosen by its suffix."""
+    backend = backend_for(path)
+    if backend == "litert":
+        from .litert import LiteRTRunner
+
+        return LiteRTRunner(path, threads=threads, xnnpack=xnnpack)
+    if backend == "onnxruntime":
+        from .onnxrt import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(path, threads=threads)
+    from .keras import KerasRunner
+
+    return KerasRunner(path, safe_mode=safe_mode)
+
+
+__all__ = ["Runner", "TensorInfo", "open_runner", "backend_for", "quantize", "dequantize"]
