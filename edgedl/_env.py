@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import sys
+import warnings
 
 _QUIET = {
     # 3 hides INFO/WARNING/ERROR C++ logs; the Python-side errors still surface as exceptions.
@@ -68,3 +72,27 @@ def library_versions() -> dict[str, str]:
 
     versions["python"] = platform.python_version()
     return versions
+
+
+@contextlib.contextmanager
+def quiet_output():
+    """Silence the converter's C++ and Python chatter (it writes straight to fds 1 and 2)."""
+    if os.environ.get("EDGEDL_VERBOSE") == "1":
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "w") as devnull:
+        try:
+            os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)

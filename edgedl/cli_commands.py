@@ -145,3 +145,63 @@ def inspect(files, as_json):
 
     infos = [describe(f) for f in files]
     click.echo(json.dumps(infos, indent=2) if as_json else "\n\n".join(render(i) for i in infos))
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.argument("artifacts", nargs=-1)
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="An .npz of inputs (x, optional y) instead of the run's held-out split.")
+@click.option("--synthetic", type=click.IntRange(min=1), default=None,
+              help="Use N seeded random inputs in the calibration range (weaker evidence).")
+@click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="At most this many samples.")
+@click.option("--atol", type=float, default=None, help="Override the max absolute error allowed.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
+              help="Override the minimum top-1 agreement (0..1).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), default=None,
+              help="Override the largest accuracy drop allowed (0..1, e.g. 0.005 = 0.5 pp).")
+@click.option("--layers", is_flag=True, help="Also report per-layer drift of int8 artifacts.")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Worst layers to list.")
+@click.option("--reference", type=click.Path(), default=None,
+              help="Compare against a saved reference result (from --save-results) instead of running Keras.")
+@click.option("--save-results", type=click.Path(file_okay=False), default=None,
+              help="Save every runner's outputs (.npz + .json) here for later comparisons.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the JSON report (a .md table goes beside it). [default: ARTIFACT_DIR/validation.json]")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report to stdout.")
+@click.option("--unsafe", is_flag=True, help="Load the .keras file with safe mode off.")
+def validate(model, artifacts, data, synthetic, samples, atol, min_agreement, max_accuracy_drop, layers, top_k,
+             reference, save_results, report, as_json, unsafe):
+    """Prove that exported ARTIFACTS match MODEL (a run folder or .keras file).
+
+    ARTIFACTS are .tflite/.onnx files or folders of them [default: MODEL/exports]. Every output
+    of every artifact is measured and judged before the exit code is decided: 0 if all are
+    faithful, 1 if any is not, so it serves as a CI gate.
+
+    \b
+    Examples:
+      edgedl validate runs/cnn
+      edgedl validate runs/cnn runs/cnn/exports/cnn_int8.tflite --layers
+      edgedl validate runs/cnn --save-results ref/ && edgedl validate --reference ref/reference new.tflite
+    """
+    from .validate import ValidateOptions, dumps, matrix_markdown, validate as run_validate
+
+    if reference and model and not artifacts and not Path(model).is_dir():
+        artifacts, model = (model,), None
+    options = ValidateOptions(data=data, synthetic=synthetic, samples=samples, atol=atol,
+                              min_agreement=min_agreement, max_accuracy_drop=max_accuracy_drop, layers=layers,
+                              top_k=top_k, reference=reference, save_results=save_results, report=report,
+                              unsafe=unsafe)
+    from .errors import ParityFailure
+
+    say = (lambda m: click.echo(m, err=True)) if as_json else click.echo
+    try:
+        summary = run_validate(model, list(artifacts), options, say=say)
+    except ParityFailure:
+        raise
+    if as_json:
+        click.echo(dumps(summary))
+    else:
+        click.echo("\n" + matrix_markdown(summary["matrix"]))
+        click.echo(f"\nall {len(summary['artifacts'])} artifact(s) faithful; report: {summary['report_path']}")

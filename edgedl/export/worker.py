@@ -6,47 +6,18 @@ worker, so several targets of one model load TensorFlow and the model once.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
-import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .. import data as data_lib
-from .._env import import_keras, library_versions
+from .._env import import_keras, library_versions, quiet_output
 from ..errors import DataError, ExportError
 from ..files import atomic_path, sha256_file, write_json
 from . import MIN_CALIBRATION, SUFFIX
 
 _CACHE: dict = {}
-
-
-@contextlib.contextmanager
-def quiet_output():
-    """Silence the converter's C++ and Python chatter (it writes straight to fds 1 and 2)."""
-    if os.environ.get("EDGEDL_VERBOSE") == "1":
-        yield
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(os.devnull, "w") as devnull:
-        try:
-            os.dup2(devnull.fileno(), 1)
-            os.dup2(devnull.fileno(), 2)
-            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                yield
-        finally:
-            sys.stdout.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
 
 
 def convert_target(src: dict, target: dict, out_dir: Path, options: dict) -> dict:

@@ -34,7 +34,10 @@ class KerasRunner(Runner):
             model_or_path = load_keras_model(model_or_path, safe_mode=safe_mode)
         self.model = model_or_path
         self.inputs = [_tensor_info(t) for t in self.model.inputs]
-        self.outputs = [_tensor_info(t) for t in self.model.outputs]
+        from ..modelio import output_names
+
+        self.outputs = [TensorInfo(name, info.shape, info.dtype) for name, info in
+                        zip(output_names(self.model), map(_tensor_info, self.model.outputs), strict=True)]
 
     def _run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         count = len(feeds[0])

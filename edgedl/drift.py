@@ -1,0 +1,162 @@
+"""Per-layer drift of quantized artifacts (``edgedl validate --layers``).
+
+TFLite: TensorFlow's quantization debugger re-runs the int8 model with float references at every
+quantized tensor and reports RMSE in units of each tensor's scale. ONNX: every intermediate tensor
+that the float and the int8 graph share is exposed as an output of both, and compared by SQNR.
+Tensor names are mapped back to Keras layer names where a layer's name appears in them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ._env import quiet_output
+
+DEBUG_SAMPLES = 64
+
+
+def layer_drift(model_path, files, reference, reports, manifest, model_dir, options, say) -> dict:
+    drift = {}
+    layer_names = _keras_layer_names(model_path)
+    inputs = [a[:DEBUG_SAMPLES] for a in reference.inputs.arrays]
+    for artifact, report in zip(files, reports, strict=True):
+        # The TFLite debugger re-quantizes in full-integer mode, so it speaks for int8 artifacts only.
+        if report.get("precision") != "int8" and not (artifact.suffix == ".onnx" and report.get("precision") == "dynamic"):
+            continue
+        try:
+            with quiet_output():
+                rows = _drift_rows(model_path, artifact, inputs, manifest, model_dir, report)
+        except Exception as exc:  # drift is diagnostic: report why it is missing, never fail validation
+            drift[artifact.name] = {"error": f"{exc.__class__.__name__}: {str(exc)[:200]}"}
+            say(f"  drift for {artifact.name} unavailable: {exc.__class__.__name__}: {str(exc)[:120]}")
+            continue
+        for row in rows:
+            row["layer"] = _layer_for(row["tensor"], layer_names)
+        worst = sorted(rows, key=lambda r: r["score"], reverse=True)[: options.top_k]
+        drift[artifact.name] = {"metric": rows[0]["metric"] if rows else None, "tensors": rows, "worst": worst}
+        say(f"  worst layers of {artifact.name}:")
+        for row in worst:
+            value = row["sqnr_db"] if row["metric"] == "sqnr_db" else row["score"]
+            say(f"    {row['layer'] or '?':<16} {row['metric']} {value:8.3g}   {row['tensor'][:70]}")
+    return drift
+
+
+def _drift_rows(model_path, artifact, inputs, manifest, model_dir, report) -> list[dict]:
+    if artifact.suffix == ".tflite":
+        return _tflite_drift(model_path, artifact, inputs, manifest, model_dir, report)
+    return _onnx_drift(artifact, inputs)
+
+
+def _keras_layer_names(model_path) -> list[str]:
+    if model_path is None:
+        return []
+    from .modelio import load_keras_model
+
+    model = load_keras_model(model_path)
+    return [layer.name for layer in model._flatten_layers(include_self=False, recursive=True)]
+
+
+def _layer_for(tensor: str, layer_names: list[str]) -> str | None:
+    # TF scopes repeat a layer's name with a call-count suffix: "cnn_1/hidden_1/MatMul" → hidden
+    parts = {re.sub(r"_\d+$", "", part) for part in re.split(r"[/;:]", tensor)}
+    for name in sorted(layer_names, key=len, reverse=True):
+        if name in parts:
+            return name
+    return None
+
+
+# ---------------------------------------------------------------- TFLite
+
+def _tflite_drift(model_path, artifact: Path, inputs, manifest, model_dir, report) -> list[dict]:
+    """RMSE / scale per quantized tensor, from tf.lite.experimental.QuantizationDebugger."""
+    import tensorflow as tf
+
+    from .export import tflite, worker
+    from .modelio import load_keras_model
+
+    if model_path is None:
+        raise ValueError("per-layer drift of TFLite needs the original Keras model")
+    model = load_keras_model(model_path)
+    calibration = inputs
+    if manifest and manifest.get("calibration"):
+        arrays, _ = worker._load_calibration(str(model_dir / manifest["calibration"]["file"]), None, model)
+        calibration = arrays
+    converter = _converter(model, tflite)
+    tflite._configure(converter, "int8", calibration, "float", allow_flex=False)
+
+    def debug_data():
+        for i in range(len(inputs[0])):
+            yield [x[i : i + 1].astype(np.float32) for x in inputs]
+
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_data)
+    debugger.run()
+    rows = []
+    for tensor, stats in debugger.layer_statistics.items():
+        scale = _tensor_scale(debugger, tensor)
+        rmse = float(np.sqrt(stats.get("mean_squared_error", 0.0)))
+        rows.append({"tensor": tensor, "metric": "rmse/scale", "score": rmse / scale if scale else rmse,
+                     "rmse": rmse, "max_abs_error": float(stats.get("max_abs_error", 0.0)), "scale": scale})
+    return rows
+
+
+def _converter(model, tflite):
+    from .export import fused_lstm
+
+    if fused_lstm.has_lstm(model):
+        return fused_lstm.converter_for(model)
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_keras_model(tflite.with_batch_one(model))
+
+
+def _tensor_scale(debugger, tensor_name: str) -> float:
+    for detail in debugger._quant_interpreter.get_tensor_details():
+        if detail["name"] == tensor_name:
+            scales = detail.get("quantization_parameters", {}).get("scales", [])
+            return float(scales[0]) if len(scales) else float(detail["quantization"][0])
+    return 0.0
+
+
+# ---------------------------------------------------------------- ONNX
+
+def _onnx_drift(artifact: Path, inputs) -> list[dict]:
+    """SQNR (dB, lower is worse; scored as its negative) of every tensor both graphs share."""
+    float_path = artifact.with_name(artifact.name.replace("_int8", "_fp32").replace("_dynamic", "_fp32"))
+    if float_path == artifact or not float_path.exists():
+        raise FileNotFoundError(f"the float ONNX model {float_path.name} is needed beside {artifact.name}")
+    float_out = _all_tensors(float_path, inputs)
+    quant_out = _all_tensors(artifact, inputs)
+    rows = []
+    for name, ref in float_out.items():
+        # In QDQ graphs a fused activation can disappear into the QuantizeLinear after it, so the
+        # tensor that means "T as the next op sees it" is T's DequantizeLinear output.
+        cand = quant_out.get(f"{name}_DequantizeLinear_Output", quant_out.get(name))
+        if cand is None or cand.shape != ref.shape or ref.dtype.kind != "f":
+            continue
+        noise = float(np.sum((ref.astype(np.float64) - cand) ** 2))
+        sqnr = float("inf") if noise == 0 else float(10 * np.log10(max(float(np.sum(ref.astype(np.float64) ** 2)),
+                                                                       1e-30) / noise))
+        rows.append({"tensor": name, "metric": "sqnr_db", "sqnr_db": sqnr,
+                     "score": -sqnr if np.isfinite(sqnr) else -999.0})
+    return rows
+
+
+def _all_tensors(path: Path, inputs) -> dict:
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    existing = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        for name in node.output:
+            if name and name not in existing:
+                model.graph.output.append(onnx.ValueInfoProto(name=name))
+                existing.add(name)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    values = session.run(None, dict(zip(names, inputs, strict=True)))
+    return {o.name: v for o, v in zip(session.get_outputs(), values, strict=True)
+            if isinstance(v, np.ndarray)}
