@@ -205,3 +205,75 @@ def validate(model, artifacts, data, synthetic, samples, atol, min_agreement, ma
     else:
         click.echo("\n" + matrix_markdown(summary["matrix"]))
         click.echo(f"\nall {len(summary['artifacts'])} artifact(s) faithful; report: {summary['report_path']}")
+
+
+@cli.command()
+@click.argument("artifacts", nargs=-1, required=True)
+@click.option("--threads", default="1", show_default=True, help="Comma-separated thread counts, e.g. 1,2,4.")
+@click.option("--batch", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,8.")
+@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True, help="Untimed runs first.")
+@click.option("--runs", type=click.IntRange(min=1), default=None, help="Timed runs (instead of --min-time).")
+@click.option("--min-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds of timed runs per measurement (at least 20 runs).")
+@click.option("--pin-cpu", default=None, help="Pin each measurement to these CPUs, e.g. 0 or 0,1 (small-device emulation).")
+@click.option("--backend", type=click.Choice(["litert", "onnxruntime", "keras"]), default=None,
+              help="Force a backend [default: by file suffix].")
+@click.option("--no-xnnpack", is_flag=True, help="LiteRT without its default XNNPACK delegate.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write results as JSON (schema: docs/BENCH_SCHEMA.md).")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None, help="Write results as CSV.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
+              help="Write PNG plots with this name stem (…_latency.png, …_tradeoff.png).")
+def bench(artifacts, threads, batch, warmup, runs, min_time, pin_cpu, backend, no_xnnpack, json_out, csv_out,
+          plot_out):
+    """Benchmark .tflite/.onnx ARTIFACTS (files or folders; a .keras file is the baseline).
+
+    Each measurement runs in a fresh process that imports only its runtime: init (import +
+    load + allocate), first inference, steady-state min/p50/p90/p99/mean/std, throughput, peak
+    RSS and its growth over the bare process. Defaults are what a phone or Pi app does: batch 1,
+    one thread.
+    """
+    from rich.console import Console
+
+    from .bench import BenchOptions, bench as run_bench, comparison_lines, plot, render_table, to_csv
+    from .files import write_json, write_text
+
+    options = BenchOptions(threads=_ints(threads, "--threads"), batches=_ints(batch, "--batch"), warmup=warmup,
+                           runs=runs, min_time=min_time, pin_cpu=_ints(pin_cpu, "--pin-cpu") or None,
+                           backend=backend, xnnpack=not no_xnnpack)
+    result = run_bench(list(artifacts), options, say=lambda m: click.echo(m, err=True))
+    Console(width=160).print(render_table(result))
+    for line in comparison_lines(result):
+        click.echo(line)
+    if json_out:
+        write_json(json_out, result)
+    if csv_out:
+        write_text(csv_out, to_csv(result))
+    if plot_out:
+        for path in plot(result, plot_out):
+            click.echo(f"plot: {path}")
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path())
+@click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Bundle folder to write.")
+@click.option("--labels", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="One class name per line, in output order. [default: the run's class names]")
+@click.option("--target", "targets", default="all", show_default=True,
+              help="Comma-separated: rpi, android, mcu, or all.")
+def bundle(artifact, out, labels, targets):
+    """Package a validated .tflite ARTIFACT for a Raspberry Pi, Android app or microcontroller.
+
+    The artifact is validated first and the bundle is refused if it is not faithful. The bundle
+    holds the model, labels.txt, manifest.json (I/O, quantization, preprocessing, state reset,
+    sha256, versions), golden vectors, the parity report, run.py (Pi, no TensorFlow), an Android
+    asset folder and a TFLite Micro C array.
+
+    \b
+    Example:
+      edgedl bundle runs/cnn/exports/cnn_int8.tflite --out bundles/cnn_int8
+      python bundles/cnn_int8/run.py --self-test
+    """
+    from .bundle import bundle as run_bundle
+
+    run_bundle(artifact, out, labels=labels, targets=_csv(targets), say=click.echo)
