@@ -8,17 +8,26 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 
 
-def _rss_kb() -> int:
+def _status_kb(field: str) -> int:
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def _rss_kb() -> int:
+    return _status_kb("VmRSS")
+
+
+def _peak_kb() -> int:
+    # VmHWM belongs to this process image; getrusage's ru_maxrss survives exec and would report
+    # the parent's peak (over 1 GB when the parent has TensorFlow loaded).
+    return _status_kb("VmHWM")
 
 
 def _feeds(runner, batch: int, seed: int):
@@ -83,7 +92,7 @@ def measure(spec: dict) -> dict:
         "init_s": init_s,
         "first_s": first_s,
         "latencies_s": latencies,
-        "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "peak_rss_kb": _peak_kb(),
         "bare_rss_kb": bare_kb,
         "tensorflow_loaded": "tensorflow" in sys.modules,
         "library": getattr(runner, "library", runner.backend),

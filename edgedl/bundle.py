@@ -31,8 +31,13 @@ GOLDEN_ATOL = {"fp32": 1e-5, "fp16": 1e-3, "dynamic": 5e-3, "int8": 0.0}
 def bundle(artifact: str | Path, out: str | Path, labels: str | Path | None = None,
            targets: list[str] | None = None, say=print) -> dict:
     artifact = Path(artifact)
+    explicit = bool(targets) and "all" not in targets
     targets = _targets(targets)
     facts, run_dir, run = _sources(artifact)
+    if "mcu" in targets and facts.get("precision") != "int8" and not explicit:
+        targets.remove("mcu")  # "all": TFLite Micro runs full-integer models only; say so, don't fail
+        say(f"note: no mcu/ C array: TFLite Micro needs a full-integer int8 model, {artifact.name} is "
+            f"{facts.get('precision')}")
     label_names = _labels(labels, run)
     say(f"validating {artifact.name} against {run_dir} …")
     from .validate import ValidateOptions, validate

@@ -277,3 +277,38 @@ def bundle(artifact, out, labels, targets):
     from .bundle import bundle as run_bundle
 
     run_bundle(artifact, out, labels=labels, targets=_csv(targets), say=click.echo)
+
+
+@cli.command()
+@click.argument("recipes", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/pipeline"),
+              show_default=True, help="Where runs, exports, bundles and the report go.")
+@click.option("--force", is_flag=True, help="Rerun every step, even those whose inputs are unchanged.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the recipes' epochs (quick runs).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), default=None, help="Gate (0..1).")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="Gate (0..1).")
+@click.option("--max-latency-ms", type=click.FloatRange(min=0), default=None, help="Gate on p50 latency.")
+@click.option("--max-size-kb", type=click.FloatRange(min=0), default=None, help="Gate on artifact size.")
+@click.option("--bench-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds of timed runs per artifact.")
+@click.option("--no-layers", is_flag=True, help="Skip per-layer drift of int8 artifacts.")
+def pipeline(recipes, out, force, epochs, max_accuracy_drop, min_agreement, max_latency_ms, max_size_kb,
+             bench_time, no_layers):
+    """Train → export → validate → bench → bundle → report, for each RECIPE.
+
+    RECIPES default to the seed models in models/ (mlp, cnn, lstm) on the built-in digits.
+    Steps whose inputs (model, data, settings, library versions) are unchanged are skipped.
+    Exits 1 and names the gate when a gate fails; junit.xml is written for CI systems.
+    """
+    from .errors import GateFailure
+    from .pipeline import PipelineOptions, failed_gate_message, pipeline as run_pipeline
+
+    options = PipelineOptions(out=out, force=force, epochs=epochs, bench_min_time=bench_time, layers=not no_layers,
+                              gates={"max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement,
+                                     "max_latency_ms": max_latency_ms, "max_size_kb": max_size_kb})
+    summary = run_pipeline(list(recipes), options, say=click.echo)
+    click.echo(f"\nreport: {summary['report']}  (and {Path(summary['out']) / 'report.md'})")
+    message = failed_gate_message(summary)
+    if message:
+        raise GateFailure(f"gates failed: {message}")
+    click.echo(f"all gates pass ({summary['seconds']:.0f} s)")
