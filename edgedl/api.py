@@ -34,7 +34,7 @@ def train_config(recipe=None, model=None, data=None, out=None, seed=None, calibr
         value = base.get(key) if value is None else value
         if value is not None:
             setattr(config, key, value)
-    for key in ("device", "strategy", "mixed_precision"):
+    for key in ("device", "strategy", "mixed_precision", "verbose"):
         if key in settings:
             setattr(config, key, settings[key])
     return config
@@ -45,3 +45,52 @@ def train(model: str = "cnn", **options) -> dict:
     from .train import train as _train
 
     return _train(train_config(model=model, **options))
+
+
+def export(model, formats=("tflite",), quantize=("none",), out=None, **options) -> list[dict]:
+    """Export a .keras file or training run folder; options as for ``edgedl export``."""
+    from .export import ExportOptions, export as _export, plan_targets
+
+    targets, _ = plan_targets(list(_listify(formats)), list(_listify(quantize)))
+    return _export(model, targets, out=out, options=ExportOptions(**options), progress=None)
+
+
+def validate(model, artifacts=(), **options) -> dict:
+    """Validate artifacts against the original; raises ParityFailure when one is not faithful."""
+    from .validate import ValidateOptions, validate as _validate
+
+    return _validate(model, list(artifacts), ValidateOptions(**options), say=lambda message: None)
+
+
+def bench(*artifacts, **options) -> dict:
+    """Benchmark artifacts in isolated processes; options as BenchOptions."""
+    from .bench import BenchOptions, bench as _bench
+
+    return _bench(list(artifacts), BenchOptions(**options), say=lambda message: None)
+
+
+def bundle(artifact, out, labels=None, targets=None, **tolerances) -> dict:
+    """Build a device bundle from a .tflite artifact, validated first (tolerances as validate's flags)."""
+    from .bundle import bundle as _bundle
+
+    return _bundle(artifact, out, labels=labels, targets=targets, say=lambda message: None, tolerances=tolerances)
+
+
+def pipeline(*recipes, **options) -> dict:
+    """Run the whole pipeline; returns the summary (``summary['passed']``, ``summary['report']``)."""
+    from .pipeline import PipelineOptions, pipeline as _pipeline
+
+    if "out" in options:
+        options["out"] = Path(options["out"])
+    return _pipeline(list(recipes), PipelineOptions(**options), say=lambda message: None)
+
+
+def inspect(path) -> dict:
+    """I/O, quantization, ops and size of any .tflite or .onnx file."""
+    from .inspect import describe
+
+    return describe(path)
+
+
+def _listify(value):
+    return [value] if isinstance(value, str) else value

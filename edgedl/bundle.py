@@ -29,7 +29,9 @@ GOLDEN_ATOL = {"fp32": 1e-5, "fp16": 1e-3, "dynamic": 5e-3, "int8": 0.0}
 
 
 def bundle(artifact: str | Path, out: str | Path, labels: str | Path | None = None,
-           targets: list[str] | None = None, say=print) -> dict:
+           targets: list[str] | None = None, say=print, tolerances: dict | None = None) -> dict:
+    """Validate ``artifact`` (with ``tolerances`` overriding the defaults, as validate's flags do),
+    then write the bundle folder ``out`` whole, or not at all."""
     artifact = Path(artifact)
     explicit = bool(targets) and "all" not in targets
     targets = _targets(targets)
@@ -45,8 +47,8 @@ def bundle(artifact: str | Path, out: str | Path, labels: str | Path | None = No
     staging_root = ensure_writable_dir(Path(out).resolve().parent)
     staging = Path(tempfile.mkdtemp(dir=staging_root, prefix=f".{Path(out).name}.staging-"))
     try:
-        parity = validate(run_dir, [artifact], ValidateOptions(report=str(staging / "parity.json")),
-                          say=lambda m: say("  " + m))
+        options = ValidateOptions(report=str(staging / "parity.json"), **(tolerances or {}))
+        parity = validate(run_dir, [artifact], options, say=lambda m: say("  " + m))
         manifest = _build(staging, artifact, facts, run_dir, run, label_names, targets, parity)
         _replace_dir(staging, Path(out))
     finally:

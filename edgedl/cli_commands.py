@@ -261,7 +261,9 @@ def bench(artifacts, threads, batch, warmup, runs, min_time, pin_cpu, backend, n
               help="One class name per line, in output order. [default: the run's class names]")
 @click.option("--target", "targets", default="all", show_default=True,
               help="Comma-separated: rpi, android, mcu, or all.")
-def bundle(artifact, out, labels, targets):
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="Validation override (0..1).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), default=None, help="Validation override (0..1).")
+def bundle(artifact, out, labels, targets, min_agreement, max_accuracy_drop):
     """Package a validated .tflite ARTIFACT for a Raspberry Pi, Android app or microcontroller.
 
     The artifact is validated first and the bundle is refused if it is not faithful. The bundle
@@ -276,7 +278,9 @@ def bundle(artifact, out, labels, targets):
     """
     from .bundle import bundle as run_bundle
 
-    run_bundle(artifact, out, labels=labels, targets=_csv(targets), say=click.echo)
+    overrides = {k: v for k, v in {"min_agreement": min_agreement, "max_accuracy_drop": max_accuracy_drop}.items()
+                 if v is not None}
+    run_bundle(artifact, out, labels=labels, targets=_csv(targets), say=click.echo, tolerances=overrides)
 
 
 @cli.command()

@@ -129,15 +129,7 @@ def _load_keras_cached(name: str, seed: int) -> Dataset:
 
 
 def _load_npz(path: Path, seed: int, name: str | None = None) -> Dataset:
-    if not path.exists():
-        raise DataError(f"data file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except ValueError as exc:
-        raise DataError(f"{path} holds object arrays (pickles), which edgedl refuses to load") from exc
-    except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError...
-        raise DataError(f"{path} is not a readable .npz file: {exc.__class__.__name__}: {exc}") from exc
+    arrays = read_npz(path, "data file")
     x_train, y_train = _required(arrays, path, "x_train", "y_train")
     x_test, y_test = (arrays.get("x_test"), arrays.get("y_test"))
     if (x_test is None) != (y_test is None):
@@ -145,6 +137,24 @@ def _load_npz(path: Path, seed: int, name: str | None = None) -> Dataset:
     scale = 1.0 / 255.0 if x_train.dtype == np.uint8 else 1.0
     source_hash = _file_sha256(path)
     return _split(name or path.stem, source_hash, x_train, y_train, x_test, y_test, scale, seed)
+
+
+def read_npz(path: Path, what: str = "data file") -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz``, never unpickling anything."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path} is not a readable .npz file (not a zip archive; empty or truncated?)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except ValueError as exc:
+        raise DataError(f"{path} holds object arrays (pickles), which edgedl refuses to load") from exc
+    except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError, zlib errors...
+        raise DataError(f"{path} is not a readable .npz file: {exc.__class__.__name__}: {exc}") from exc
 
 
 def _required(arrays: dict, path: Path, *keys: str) -> list[np.ndarray]:
@@ -254,6 +264,9 @@ def _split(name, source_hash, x, y, x_test, y_test, scale, seed) -> Dataset:
         x_test, y_test = _check_pair(x_test, y_test, f"{name} test data")
         if x_test.shape[1:] != x.shape[1:]:
             raise DataError(f"{name}: x_test samples are {x_test.shape[1:]}, x_train samples are {x.shape[1:]}")
+    if len(y) < 2 or len(y_test) == 0:
+        raise DataError(f"{name}: {len(y) + len(y_test)} samples are too few to hold out a test split",
+                        hint="give at least a few samples per class, or x_test/y_test explicitly")
     num_classes = int(max(y.max(), y_test.max())) + 1
     if num_classes < 2:
         raise DataError(f"{name}: labels must span at least two classes")
@@ -317,15 +330,7 @@ def calibration_subset(x_train: np.ndarray, count: int, seed: int) -> tuple[np.n
 def load_samples_npz(path: str | os.PathLike, what: str = "input file") -> tuple[np.ndarray, np.ndarray | None]:
     """A user's ``.npz`` of inputs for validate/calibration: ``x`` (or ``x_test``) and optional labels."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{what} not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except ValueError as exc:
-        raise DataError(f"{path} holds object arrays (pickles), which edgedl refuses to load") from exc
-    except Exception as exc:
-        raise DataError(f"{path} is not a readable .npz file: {exc.__class__.__name__}: {exc}") from exc
+    arrays = read_npz(path, what)
     for x_key, y_key in (("x", "y"), ("x_test", "y_test"), ("x_train", "y_train")):
         if x_key in arrays:
             x = arrays[x_key]

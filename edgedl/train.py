@@ -50,14 +50,14 @@ class TrainConfig:
 
 def train(config: TrainConfig) -> dict:
     """Train, evaluate on the held-out split, write the run folder; return the manifest."""
-    out = ensure_writable_dir(config.out)
+    arch, settings = _resolve(config)  # a bad name or bad data fails before anything is created
     dataset = data_lib.load_dataset(config.data, seed=config.seed)
+    out = ensure_writable_dir(config.out)
     from . import distribute
 
     setup = distribute.configure(config.device, config.strategy, config.mixed_precision)
     keras = import_keras()
     keras.utils.set_random_seed(config.seed)
-    arch, settings = _resolve(config)
     with setup.strategy.scope():
         model = _build_model(config, arch, dataset, keras)
         _compile(model, settings, dataset, keras, steps_per_epoch=_steps(dataset, settings, setup))
@@ -85,8 +85,8 @@ def _resolve(config: TrainConfig):
         arch = None
     else:
         arch = architectures.get(model_spec)
-    defaults = dict(arch.training) if arch else {"epochs": 10, "batch_size": 64, "learning_rate": 1e-3,
-                                                   "augment": "none", "patience": 5}
+    defaults = {"epochs": 10, "batch_size": 64, "learning_rate": 1e-3, "augment": "none", "patience": 5}
+    defaults.update(arch.training if arch else {})
     for key in ("epochs", "batch_size", "learning_rate", "augment", "patience", "clipnorm"):
         value = getattr(config, key)
         if value is not None:

@@ -172,7 +172,7 @@ def _reference(model_path, model_dir, manifest, options, say) -> Reference:
         if inputs_sha256(inputs.arrays) != saved.inputs_sha256:
             raise DataError(f"saved reference {options.reference} was made on other inputs than these",
                             hint="use the same --data/--samples as when it was saved")
-        say(f"reference: saved result {options.reference} ({len(inputs.labels or [])} samples)")
+        say(f"reference: saved result {options.reference} ({len(inputs.arrays[0])} samples)")
         return Reference(saved, inputs, architecture or saved.info.get("architecture"))
     if model_path is None:
         raise UsageError("validate needs the original model (a .keras file or run folder) or --reference")

@@ -54,8 +54,11 @@ class Model:
         self.manifest = json.loads((bundle / "manifest.json").read_text())
         self.path = bundle / self.manifest["model"]["file"]
         interpreter_class, self.library = load_interpreter_class()
-        self.interpreter = interpreter_class(model_path=str(self.path), num_threads=threads)
-        self.interpreter.allocate_tensors()
+        try:
+            self.interpreter = interpreter_class(model_path=str(self.path), num_threads=threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            sys.exit(f"error: {self.library} cannot load {self.path.name}: {' '.join(str(exc).split())[:200]}")
         self.inputs = self.interpreter.get_input_details()
         self.outputs = self.interpreter.get_output_details()
         self.stateful = self.manifest["runtime"]["reset_variables_before_invoke"]
@@ -121,11 +124,18 @@ def top_k(probs: np.ndarray, labels: list[str], k: int) -> list[tuple[str, float
     return [(labels[i] if i < len(labels) else str(i), float(probs[i])) for i in order]
 
 
-def self_test(model: Model) -> bool:
-    manifest = model.manifest
-    actual = hashlib.sha256(model.path.read_bytes()).hexdigest()
+def check_sha256(bundle: Path) -> bool:
+    """Before loading anything: is the model file the one this bundle was validated with?"""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    actual = hashlib.sha256((bundle / manifest["model"]["file"]).read_bytes()).hexdigest()
     ok = actual == manifest["model"]["sha256"]
     print(f"{'✓' if ok else '✗'} sha256 {actual[:16]}… {'matches' if ok else 'DIFFERS from'} the manifest")
+    return ok
+
+
+def self_test(model: Model) -> bool:
+    manifest = model.manifest
+    ok = True
     golden = np.load(HERE / manifest["golden"]["file"], allow_pickle=False)
     tolerance, atol = manifest["golden"]["tolerance_steps"], manifest["golden"]["atol"]
     worst = 0.0
@@ -170,6 +180,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print predictions as JSON")
     args = parser.parse_args(argv)
+    if args.self_test and not check_sha256(HERE):
+        return 1  # a tampered or replaced model is never loaded
     model = Model(HERE, threads=args.threads)
     status = 0
     if args.self_test:

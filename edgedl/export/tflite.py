@@ -29,7 +29,9 @@ def convert(model, precision: str, calibration: list[np.ndarray] | None, io: str
         converter = fused_lstm.converter_for(model)
     else:
         converter = tf.lite.TFLiteConverter.from_keras_model(with_batch_one(model))
-    _configure(converter, precision, calibration, io, allow_flex)
+    from ..modelio import input_names
+
+    _configure(converter, precision, calibration, io, allow_flex, input_names(model))
     try:
         return converter.convert()
     except Exception as exc:  # the converter raises ConverterError / RuntimeError with MLIR text
@@ -50,7 +52,8 @@ def with_batch_one(model):
     return keras.Model(inputs, outputs, name=model.name)
 
 
-def _configure(converter, precision: str, calibration, io: str, allow_flex: bool) -> None:
+def _configure(converter, precision: str, calibration, io: str, allow_flex: bool,
+               names: list[str] | None = None) -> None:
     import tensorflow as tf
 
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -63,7 +66,7 @@ def _configure(converter, precision: str, calibration, io: str, allow_flex: bool
         if not calibration:
             raise ExportError("int8 export needs calibration samples", hint="pass --calibration data.npz")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = _representative(calibration)
+        converter.representative_dataset = _representative(calibration, names)
         ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         io_type = {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[io]
         converter.inference_input_type = io_type
@@ -75,13 +78,14 @@ def _configure(converter, precision: str, calibration, io: str, allow_flex: bool
     converter.target_spec.supported_ops = ops
 
 
-def _representative(calibration: list[np.ndarray]) -> Callable[[], Iterator[list[np.ndarray]]]:
-    """One sample at a time, as the converter expects; ``calibration`` holds one array per input."""
+def _representative(calibration: list[np.ndarray], names: list[str] | None) -> Callable[[], Iterator]:
+    """One sample at a time; keyed by input name when there are several, so order cannot mix them up."""
     count = len(calibration[0])
 
     def samples():
         for i in range(count):
-            yield [np.asarray(x[i : i + 1], dtype=np.float32) for x in calibration]
+            batch = [np.asarray(x[i : i + 1], dtype=np.float32) for x in calibration]
+            yield dict(zip(names, batch, strict=True)) if names and len(batch) > 1 else batch
 
     return samples
 

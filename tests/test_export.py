@@ -1,0 +1,136 @@
+"""Export: every architecture × format × precision loads in its runtime; unsupported modes say why."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgedl.errors import EdgedlError, ExportError, UsageError
+from edgedl.export import ExportOptions, export, plan_targets
+from edgedl.inspect import describe
+
+
+def tiny_tflite(folder) -> str:
+    """A foreign .tflite made without edgedl."""
+    import keras
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    path = folder / "foreign.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return str(path)
+
+
+ARCHS = ("mlp", "cnn", "lstm", "lstm_seq")
+ARTIFACTS = [(a, f"{a}_{p}.tflite") for a in ARCHS for p in ("fp32", "fp16", "dynamic", "int8")] + \
+            [(a, f"{a}_{p}.onnx") for a in ARCHS for p in ("fp32", "int8")]
+
+
+@pytest.mark.parametrize("arch, name", ARTIFACTS)
+def test_every_artifact_loads_and_runs(tiny_exports, arch, name):
+    from edgedl.runners import open_runner
+
+    path = tiny_exports[arch] / name
+    facts = json.loads(path.with_name(name + ".json").read_text())
+    assert facts["sha256"] and facts["size"] == path.stat().st_size and facts["ops"]
+    assert not facts["flex_ops"], "default exports use builtin ops only"
+    with open_runner(path) as runner:
+        x = np.random.default_rng(0).random((3, *[d or 1 for d in runner.inputs[0].shape[1:]])).astype(np.float32)
+        y = runner.infer([x])[0]
+    assert y.shape[0] == 3 and np.isfinite(y).all()
+    assert np.allclose(y.sum(-1), 1.0, atol=0.05)  # softmax probabilities survive every precision
+
+
+def test_lstm_uses_fused_op_and_int8_is_small(tiny_exports):
+    for arch in ("lstm", "lstm_seq"):
+        fp32 = describe(tiny_exports[arch] / f"{arch}_fp32.tflite")
+        int8 = describe(tiny_exports[arch] / f"{arch}_int8.tflite")
+        assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in int8["ops"] and "WHILE" not in int8["ops"]
+        assert int8["stateful"] and int8["inputs"][0]["dtype"] == "int8"
+        assert int8["size"] <= 0.5 * fp32["size"]
+
+
+def test_onnx_keeps_names_and_dynamic_batch(tiny_exports):
+    info = describe(tiny_exports["cnn"] / "cnn_fp32.onnx")
+    assert info["inputs"][0]["name"] == "image" and info["inputs"][0]["shape"][0] is None
+    assert info["outputs"][0]["name"] == "probs" and info["opset"] == 17
+    int8 = json.loads((tiny_exports["cnn"] / "cnn_int8.onnx.json").read_text())
+    assert set(int8["onnx_quantization"]["measured"]) == {"static", "dynamic"}
+
+
+def test_index_lists_all_artifacts(tiny_exports):
+    index = json.loads((tiny_exports["mlp"] / "artifacts.json").read_text())
+    assert len(index["artifacts"]) == 6
+
+
+def test_functional_model_two_inputs_two_outputs(tmp_path):
+    import keras
+
+    a, b = keras.Input((6,), name="a"), keras.Input((4,), name="b")
+    merged = keras.layers.Concatenate()([keras.layers.Dense(5, activation="relu")(a), b])
+    model = keras.Model([a, b], [keras.layers.Dense(3, activation="softmax", name="cls")(merged),
+                                 keras.layers.Dense(1, name="reg")(merged)])
+    model.save(tmp_path / "two.keras")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", a=rng.random((32, 6)).astype(np.float32),
+             b=rng.random((32, 4)).astype(np.float32))
+    targets, _ = plan_targets(["tflite", "onnx"], ["none", "int8"])
+    records = export(tmp_path / "two.keras", targets, options=ExportOptions(calibration=str(tmp_path / "calib.npz")))
+    for record in records:
+        assert len(record["inputs"]) == 2 and len(record["outputs"]) == 2
+
+
+def test_unsupported_mode_is_refused_before_converting(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4, go_backwards=True), keras.layers.Dense(2)])
+    model.save(tmp_path / "back.keras")
+    targets, _ = plan_targets(["tflite"], ["int8"])
+    with pytest.raises(ExportError, match="go_backwards=True is not supported.*closest alternative"):
+        export(tmp_path / "back.keras", targets, options=ExportOptions(calibration=None))
+
+
+def test_int8_needs_calibration_and_enough_of_it(tmp_path, tiny_runs):
+    targets, _ = plan_targets(["tflite"], ["int8"])
+    keras_file = tiny_runs["mlp"] / "model.keras"
+    with pytest.raises(ExportError, match="needs calibration data"):
+        export(keras_file, targets, out=tmp_path)
+    np.savez(tmp_path / "few.npz", x=np.zeros((3, 64), np.float32))
+    with pytest.raises(ExportError, match="int8 needs at least 8"):
+        export(keras_file, targets, out=tmp_path, options=ExportOptions(calibration=str(tmp_path / "few.npz")))
+    assert not list(tmp_path.glob("*.tflite"))
+
+
+def test_open_dimensions_need_a_value(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.LSTM(4), keras.layers.Dense(2)])
+    model.save(tmp_path / "open.keras")
+    targets, _ = plan_targets(["tflite"], ["none"])
+    from edgedl.export import check
+
+    report = check(tmp_path / "open.keras", targets)
+    assert not report["ok"] and "--seq-len" in json.dumps(report)
+    records = export(tmp_path / "open.keras", targets, options=ExportOptions(seq_len=7))
+    assert records[0]["inputs"][0]["shape"] == [1, 7, 3]
+
+
+def test_unknown_targets():
+    with pytest.raises(UsageError, match="choose from"):
+        plan_targets(["tflite"], ["int4"])
+    targets, skipped = plan_targets(["onnx"], ["none", "fp16"])
+    assert [t.label for t in targets] == ["onnx fp32"] and "no fp16" in skipped[0]
+
+
+def test_tampered_run_is_detected(tmp_path, tiny_runs):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs["mlp"], run, ignore=shutil.ignore_patterns("exports"))
+    with open(run / "model.keras", "ab") as handle:
+        handle.write(b"\0")
+    targets, _ = plan_targets(["tflite"], ["none"])
+    with pytest.raises(EdgedlError, match="changed or replaced"):
+        export(run, targets)

