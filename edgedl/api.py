@@ -49,7 +49,8 @@ def train(model: str = "cnn", **options) -> dict:
 
 def export(model, formats=("tflite",), quantize=("none",), out=None, **options) -> list[dict]:
     """Export a .keras file or training run folder; options as for ``edgedl export``."""
-    from .export import ExportOptions, export as _export, plan_targets
+    from .export import ExportOptions, plan_targets
+    from .export import export as _export
 
     targets, _ = plan_targets(list(_listify(formats)), list(_listify(quantize)))
     return _export(model, targets, out=out, options=ExportOptions(**options), progress=None)
@@ -57,14 +58,16 @@ def export(model, formats=("tflite",), quantize=("none",), out=None, **options) 
 
 def validate(model, artifacts=(), **options) -> dict:
     """Validate artifacts against the original; raises ParityFailure when one is not faithful."""
-    from .validate import ValidateOptions, validate as _validate
+    from .validate import ValidateOptions
+    from .validate import validate as _validate
 
     return _validate(model, list(artifacts), ValidateOptions(**options), say=lambda message: None)
 
 
 def bench(*artifacts, **options) -> dict:
     """Benchmark artifacts in isolated processes; options as BenchOptions."""
-    from .bench import BenchOptions, bench as _bench
+    from .bench import BenchOptions
+    from .bench import bench as _bench
 
     return _bench(list(artifacts), BenchOptions(**options), say=lambda message: None)
 
@@ -78,7 +81,8 @@ def bundle(artifact, out, labels=None, targets=None, **tolerances) -> dict:
 
 def pipeline(*recipes, **options) -> dict:
     """Run the whole pipeline; returns the summary (``summary['passed']``, ``summary['report']``)."""
-    from .pipeline import PipelineOptions, pipeline as _pipeline
+    from .pipeline import PipelineOptions
+    from .pipeline import pipeline as _pipeline
 
     if "out" in options:
         options["out"] = Path(options["out"])

@@ -56,9 +56,9 @@ def _open(spec: dict):
         runner = OnnxRuntimeRunner(path, threads=spec["threads"])
         names = [t.name for t in runner.inputs]
         return runner, lambda feeds: runner.session.run(None, dict(zip(names, feeds, strict=True)))
-    from edgedl.runners.keras import KerasRunner
-
     import tensorflow as tf
+
+    from edgedl.runners.keras import KerasRunner
 
     tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
     runner = KerasRunner(path)

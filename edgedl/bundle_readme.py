@@ -42,7 +42,7 @@ def _quant(tensor: dict) -> str:
 
 
 def _rpi(model: dict) -> str:
-    return f"""## Raspberry Pi (64-bit Pi OS)
+    return """## Raspberry Pi (64-bit Pi OS)
 
 ```sh
 python3 -m venv ~/edgedl-app && . ~/edgedl-app/bin/activate

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+
 import click
 
 from . import __version__

@@ -113,7 +113,9 @@ def export(model, formats, quantize, io, calibration, calibration_samples, input
       edgedl export runs/lstm --format tflite,onnx --quantize none,fp16,dynamic,int8
       edgedl export my.keras --check
     """
-    from .export import ExportOptions, check as preflight, export as run_export, plan_targets
+    from .export import ExportOptions, plan_targets
+    from .export import check as preflight
+    from .export import export as run_export
 
     targets, skipped = plan_targets(_csv(formats), _csv(quantize))
     for note in skipped:
@@ -185,7 +187,8 @@ def validate(model, artifacts, data, synthetic, samples, atol, min_agreement, ma
       edgedl validate runs/cnn runs/cnn/exports/cnn_int8.tflite --layers
       edgedl validate runs/cnn --save-results ref/ && edgedl validate --reference ref/reference new.tflite
     """
-    from .validate import ValidateOptions, dumps, matrix_markdown, validate as run_validate
+    from .validate import ValidateOptions, dumps, matrix_markdown
+    from .validate import validate as run_validate
 
     if reference and model and not artifacts and not Path(model).is_dir():
         artifacts, model = (model,), None
@@ -235,7 +238,8 @@ def bench(artifacts, threads, batch, warmup, runs, min_time, pin_cpu, backend, n
     """
     from rich.console import Console
 
-    from .bench import BenchOptions, bench as run_bench, comparison_lines, plot, render_table, to_csv
+    from .bench import BenchOptions, comparison_lines, plot, render_table, to_csv
+    from .bench import bench as run_bench
     from .files import write_json, write_text
 
     options = BenchOptions(threads=_ints(threads, "--threads"), batches=_ints(batch, "--batch"), warmup=warmup,
@@ -305,7 +309,8 @@ def pipeline(recipes, out, force, epochs, max_accuracy_drop, min_agreement, max_
     Exits 1 and names the gate when a gate fails; junit.xml is written for CI systems.
     """
     from .errors import GateFailure
-    from .pipeline import PipelineOptions, failed_gate_message, pipeline as run_pipeline
+    from .pipeline import PipelineOptions, failed_gate_message
+    from .pipeline import pipeline as run_pipeline
 
     options = PipelineOptions(out=out, force=force, epochs=epochs, bench_min_time=bench_time, layers=not no_layers,
                               gates={"max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement,

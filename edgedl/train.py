@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import architectures, data as data_lib
+from . import architectures
+from . import data as data_lib
 from ._env import import_keras, import_tensorflow, library_versions
 from .errors import DataError, ModelError, UsageError
 from .files import ensure_writable_dir, sha256_file, write_json, write_npz

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import architectures, data as data_lib
+from . import architectures
+from . import data as data_lib
 from .errors import ArtifactError, DataError, EdgedlError, ParityFailure, UsageError
 from .files import read_json, verify_sha256, write_json, write_text
 from .parity import ParityReport, compare

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import run_cli
 
 COMMANDS = ["train", "export", "validate", "bench", "bundle", "pipeline", "inspect"]
@@ -65,4 +64,4 @@ def test_inspect_json_on_foreign_tflite(tmp_path, capsys):
     code, out, _ = run_cli(["inspect", "--json", path], capsys)
     assert code == 0
     info = json.loads(out)[0]
-    assert info["format"] == "tflite" and info["inputs"][0]["shape"][-1] == 3
+    assert info["format"] == "tflite" and info["inputs"][0]["shape"][-1] == 4 and info["outputs"][0]["shape"][-1] == 3

@@ -8,7 +8,6 @@ import time
 from xml.etree import ElementTree
 
 import pytest
-
 from conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.e2e

@@ -7,7 +7,6 @@ output names are kept in the ONNX graph.
 
 from __future__ import annotations
 
-
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +25,8 @@ def convert(model, opset: int = DEFAULT_OPSET) -> bytes:
     import tensorflow as tf
     import tf2onnx
 
-    from ..modelio import input_names as names_in, output_names as names_out
+    from ..modelio import input_names as names_in
+    from ..modelio import output_names as names_out
 
     input_names, output_names = names_in(model), names_out(model)
     signature = [tf.TensorSpec([None, *t.shape[1:]], t.dtype, name=name)

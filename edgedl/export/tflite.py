@@ -33,9 +33,10 @@ def convert(model, precision: str, calibration: list[np.ndarray] | None, io: str
 
     _configure(converter, precision, calibration, io, allow_flex, input_names(model))
     try:
-        return converter.convert()
+        blob = converter.convert()
     except Exception as exc:  # the converter raises ConverterError / RuntimeError with MLIR text
         raise ExportError(f"TFLite {precision} conversion failed: {_first_error_line(exc)}") from exc
+    return fused_lstm.without_cell_clip(blob) if fused_lstm.has_lstm(model) else blob
 
 
 def with_batch_one(model):
