@@ -46,14 +46,14 @@ def _open(spec: dict):
     if backend == "litert":
         from edgedl.runners.litert import LiteRTRunner
 
-        runner = LiteRTRunner(path, threads=spec["threads"], xnnpack=spec["xnnpack"])
+        runner = LiteRTRunner(path, threads=spec["threads"] or None, xnnpack=spec["xnnpack"])
         if spec["batch"] != 1:
             _resize(runner, spec["batch"])
-        return runner, lambda feeds: runner.invoke_one(feeds)
+        return runner, _litert_step(runner)
     if backend == "onnxruntime":
         from edgedl.runners.onnxrt import OnnxRuntimeRunner
 
-        runner = OnnxRuntimeRunner(path, threads=spec["threads"])
+        runner = OnnxRuntimeRunner(path, threads=spec["threads"])  # 0: onnxruntime's own default
         names = [t.name for t in runner.inputs]
         return runner, lambda feeds: runner.session.run(None, dict(zip(names, feeds, strict=True)))
     import tensorflow as tf
@@ -64,6 +64,27 @@ def _open(spec: dict):
     runner = KerasRunner(path)
     model = runner.model
     return runner, lambda feeds: model.predict_on_batch(feeds if len(feeds) > 1 else feeds[0])
+
+
+def _litert_step(runner):
+    """What benchmark_model times: invoke(), plus the state reset a stateful model needs every call.
+
+    The input never changes, so it is set on the first call only; reading outputs is left out,
+    as in benchmark_model.
+    """
+    interpreter = runner.interpreter
+    state = {"fed": None}
+
+    def step(feeds):
+        if state["fed"] is not feeds:
+            for detail, x in zip(runner._in, feeds, strict=True):
+                interpreter.set_tensor(detail["index"], x)
+            state["fed"] = feeds
+        if runner.stateful:
+            interpreter.reset_all_variables()
+        interpreter.invoke()
+
+    return step
 
 
 def _resize(runner, batch: int) -> None:

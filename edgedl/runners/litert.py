@@ -41,9 +41,12 @@ def interpreter_module():
                              hint="pip install ai-edge-litert==2.3.0") from exc
 
 
-def open_interpreter(path: str | Path, threads: int = 1, xnnpack: bool = True):
+def open_interpreter(path: str | Path, threads: int | None = 1, xnnpack: bool = True):
+    """``threads=None`` leaves the interpreter's own default (as an app that sets nothing gets)."""
     module, _ = interpreter_module()
-    kwargs = {"model_path": str(path), "num_threads": threads}
+    kwargs = {"model_path": str(path)}
+    if threads:
+        kwargs["num_threads"] = threads
     if not xnnpack:
         kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
@@ -69,7 +72,7 @@ def _tensor_info(detail: dict) -> TensorInfo:
 class LiteRTRunner(Runner):
     backend = "litert"
 
-    def __init__(self, path: str | Path, threads: int = 1, xnnpack: bool = True):
+    def __init__(self, path: str | Path, threads: int | None = 1, xnnpack: bool = True):
         super().__init__()
         self.path = Path(path)
         self.interpreter = open_interpreter(path, threads, xnnpack)

@@ -18,8 +18,9 @@ def make_session(path: str | Path, threads: int = 1):
     except ImportError as exc:
         raise RuntimeMissing("onnxruntime is not installed", hint="pip install onnxruntime==1.32.0") from exc
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
+    if threads:  # 0 keeps onnxruntime's default (one thread per core), as a user who sets nothing gets
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
