@@ -98,14 +98,17 @@ def compare(run_dir: Path) -> list[dict]:
     return rows
 
 
+def _cell(row: dict, key: str, fmt: str) -> str:
+    return "–" if row.get(key) is None else format(row[key], fmt)
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| model | variant | runs? | size (B) | accuracy | p50 1 thread (µs) | p50 runtime defaults (µs) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        def cell(key, fmt):
-            return "–" if r.get(key) is None else format(r[key], fmt)
-        lines.append(f"| {r['model']} | {r['variant']} | {r['status']} | {cell('size', ',')} | "
-                     f"{cell('accuracy', '.2%')} | {cell('p50_1t', '.1f')} | {cell('p50_default', '.1f')} |")
+        lines.append(f"| {r['model']} | {r['variant']} | {r['status']} | {_cell(r, 'size', ',')} | "
+                     f"{_cell(r, 'accuracy', '.2%')} | {_cell(r, 'p50_1t', '.1f')} | "
+                     f"{_cell(r, 'p50_default', '.1f')} |")
     return "\n".join(lines)
 
 
