@@ -73,3 +73,36 @@ def __getattr__(name):
     if name == "ShiftedBatches":
         return _make_class()
     raise AttributeError(name)
+
+
+def worker_dataset(x: np.ndarray, y: np.ndarray, global_batch: int, seed: int, augment: bool,
+                   worker: int, workers: int):
+    """This worker's shard as a tf.data pipeline, for MultiWorkerMirroredStrategy.
+
+    The shard is cut here (equal sizes, so every worker runs the same number of steps and the
+    collectives never wait forever) and tf.data's own auto-sharding is switched off. Batches are
+    of the global size: tf.distribute splits them across this worker's replicas.
+    """
+    import tensorflow as tf
+
+    per_worker = len(x) // workers
+    shard_x = x[worker * per_worker : (worker + 1) * per_worker]
+    shard_y = y[worker * per_worker : (worker + 1) * per_worker]
+    dataset = tf.data.Dataset.from_tensor_slices((shard_x, shard_y))
+    dataset = dataset.shuffle(per_worker, seed=seed + worker, reshuffle_each_iteration=True)
+    dataset = dataset.batch(global_batch)
+    if augment and shard_x.ndim >= 3:
+        counter = tf.data.Dataset.counter()
+
+        def shift(batch_x, batch_y, index):
+            def numpy_shift(images, step):
+                rng = np.random.default_rng((seed, worker, int(step)))
+                return _shift_images(images, rng, MAX_SHIFT)
+
+            shifted = tf.numpy_function(numpy_shift, [batch_x, index], batch_x.dtype)
+            return tf.ensure_shape(shifted, batch_x.shape), batch_y
+
+        dataset = tf.data.Dataset.zip((dataset, counter)).map(lambda xy, i: shift(xy[0], xy[1], i))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.with_options(options).prefetch(2)

@@ -26,6 +26,8 @@ class TrainingSetup:
     devices: list[str]
     is_chief: bool
     mixed_precision: bool
+    workers: int = 1
+    worker_index: int = 0
 
 
 def configure(device: str = "auto", strategy: str = "auto", mixed_precision: bool = False) -> TrainingSetup:
@@ -46,6 +48,8 @@ def configure(device: str = "auto", strategy: str = "auto", mixed_precision: boo
         devices=devices,
         is_chief=_is_chief(),
         mixed_precision=mixed,
+        workers=_tf_config_workers() if chosen == "multiworker" else 1,
+        worker_index=_task_index() if chosen == "multiworker" else 0,
     )
 
 
@@ -72,7 +76,9 @@ def _choose_strategy(strategy: str, gpus: list) -> str:
 
 def _make_strategy(tf, name: str):
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        # All local GPUs; without any, every logical CPU device (one, unless configured otherwise).
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
     if name == "multiworker":
         if _tf_config_workers() < 1:
             raise UsageError("--strategy multiworker needs TF_CONFIG describing the cluster (docs/TRAINING.md)")
@@ -108,6 +114,16 @@ def _tf_config() -> dict:
 def _tf_config_workers() -> int:
     cluster = _tf_config().get("cluster", {})
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+
+
+def _task_index() -> int:
+    """Position of this task among all workers (a 'chief' task counts as the first)."""
+    config = _tf_config()
+    task = config.get("task", {})
+    has_chief = "chief" in config.get("cluster", {})
+    if task.get("type") == "chief":
+        return 0
+    return int(task.get("index", 0)) + (1 if has_chief else 0)
 
 
 def _is_chief() -> bool:

@@ -53,14 +53,16 @@ def train(config: TrainConfig) -> dict:
     """Train, evaluate on the held-out split, write the run folder; return the manifest."""
     arch, settings = _resolve(config)  # a bad name or bad data fails before anything is created
     dataset = data_lib.load_dataset(config.data, seed=config.seed)
-    out = ensure_writable_dir(config.out)
     from . import distribute
 
     setup = distribute.configure(config.device, config.strategy, config.mixed_precision)
+    out = ensure_writable_dir(config.out) if setup.is_chief else None  # only the chief writes
     keras = import_keras()
     keras.utils.set_random_seed(config.seed)
     with setup.strategy.scope():
         model = _build_model(config, arch, dataset, keras)
+        if setup.mixed_precision:
+            model = _float32_output(model, keras)
         _compile(model, settings, dataset, keras, steps_per_epoch=_steps(dataset, settings, setup))
     x_train = data_lib.fit_to_input(dataset.x_train, model.input_shape[1:], "training")
     x_val = data_lib.fit_to_input(dataset.x_val, model.input_shape[1:], "validation")
@@ -69,7 +71,7 @@ def train(config: TrainConfig) -> dict:
     started = time.perf_counter()
     history = _fit(model, x_train, dataset.y_train, x_val, dataset.y_val, settings, config, sequence, setup)
     elapsed = time.perf_counter() - started
-    test_accuracy = accuracy(model_predict(model, x_test), dataset.y_test)
+    test_accuracy = accuracy(_predict(model, x_test, setup), dataset.y_test)
     metrics = {
         "test_accuracy": test_accuracy,
         "val_accuracy": float(max(history.get("val_accuracy", [0.0]))),
@@ -113,6 +115,20 @@ def _build_model(config, arch, dataset, keras):
     return model
 
 
+def _float32_output(model, keras):
+    """Under mixed_float16 the softmax must run in float32 (stable, and what export expects)."""
+    last = model.layers[-1].name
+
+    def clone(layer):
+        config = layer.get_config()
+        if layer.name == last:
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    rebuilt = keras.models.clone_model(model, clone_function=clone)
+    return rebuilt
+
+
 def _compile(model, settings, dataset, keras, steps_per_epoch):
     schedule = keras.optimizers.schedules.CosineDecay(
         settings["learning_rate"], decay_steps=max(1, settings["epochs"] * steps_per_epoch), alpha=0.05
@@ -132,15 +148,23 @@ def _is_sequence_output(model) -> bool:
 
 def _fit(model, x_train, y_train, x_val, y_val, settings, config, sequence, setup) -> dict:
     keras = import_keras()
-    from .augment import ShiftedBatches
+    from .augment import ShiftedBatches, worker_dataset
 
     steps = model.input_shape[1] if sequence else None
     y_fit = _per_step(y_train, steps) if sequence else y_train
     y_val_fit = _per_step(y_val, steps) if sequence else y_val
-    batches = ShiftedBatches(
-        x_train, y_fit, batch_size=settings["batch_size"] * setup.replicas, seed=config.seed,
-        augment=settings.get("augment", "none") == "shift", input_rank=len(model.input_shape) - 1,
-    )
+    global_batch = settings["batch_size"] * setup.replicas  # the batch per replica stays as configured
+    augment = settings.get("augment", "none") == "shift"
+    if setup.workers > 1:
+        from . import worker_loop
+
+        batches = worker_dataset(x_train, y_fit, global_batch, config.seed, augment, setup.worker_index,
+                                 setup.workers)
+        steps_per_epoch = (len(x_train) // setup.workers) // global_batch
+        return worker_loop.fit(model, batches, x_val, y_val_fit, settings, setup.strategy, steps_per_epoch)
+    else:
+        batches = ShiftedBatches(x_train, y_fit, batch_size=global_batch, seed=config.seed, augment=augment,
+                                 input_rank=len(model.input_shape) - 1)
     callbacks = [keras.callbacks.EarlyStopping(
         monitor="val_accuracy", patience=settings.get("patience", 5), restore_best_weights=True,
         start_from_epoch=min(3, settings["epochs"] - 1),
@@ -150,6 +174,14 @@ def _fit(model, x_train, y_train, x_val, y_val, settings, config, sequence, setu
         callbacks=callbacks, verbose=_verbosity(config.verbose),
     )
     return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def _predict(model, x: np.ndarray, setup) -> np.ndarray:
+    # predict() splits batches across replicas correctly (predict_on_batch does not under a
+    # strategy); under multi-worker training Keras' predict loop fails too, so call the model.
+    if setup.workers > 1:
+        return np.concatenate([np.asarray(model(x[i : i + 256], training=False)) for i in range(0, len(x), 256)])
+    return model.predict(x, batch_size=256, verbose=0)
 
 
 def _per_step(labels: np.ndarray, steps: int) -> np.ndarray:
