@@ -256,6 +256,12 @@ def bench(artifacts, threads, batch, warmup, runs, min_time, pin_cpu, backend, n
     if plot_out:
         for path in plot(result, plot_out):
             click.echo(f"plot: {path}")
+    failed = [r for r in result["results"] if "error" in r]
+    if failed:
+        from .errors import EdgedlError
+
+        raise EdgedlError(f"{len(failed)} of {len(result['results'])} measurement(s) failed: "
+                          + "; ".join(f"{r['artifact']}: {r['error']}" for r in failed))
 
 
 @cli.command()

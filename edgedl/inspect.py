@@ -22,14 +22,22 @@ def format_of(path: str | Path) -> str:
     return FORMAT_BY_SUFFIX[suffix]
 
 
-def describe(path: str | Path) -> dict:
-    """The facts a manifest records about an artifact, read from the file itself."""
+def describe(path: str | Path, isolate: bool = True) -> dict:
+    """The facts a manifest records about an artifact, read from the file itself.
+
+    ``isolate`` loads the file in a child process first (see edgedl.isolation); pass False only
+    for files edgedl has just written itself.
+    """
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"artifact not found: {path}")
     if path.stat().st_size == 0:
         raise ArtifactError(f"{path} is empty")
     kind = format_of(path)
+    if kind in ("tflite", "onnx") and isolate:
+        from .isolation import probe
+
+        probe(path)
     if kind == "tflite":
         body = _describe_tflite(path)
     elif kind == "onnx":

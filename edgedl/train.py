@@ -19,7 +19,7 @@ import numpy as np
 from . import architectures
 from . import data as data_lib
 from ._env import import_keras, import_tensorflow, library_versions
-from .errors import DataError, ModelError, UsageError
+from .errors import DataError, EdgedlError, ModelError, UsageError
 from .files import ensure_writable_dir, sha256_file, write_json, write_npz
 
 MANIFEST = "manifest.json"
@@ -213,7 +213,10 @@ def _write_run(out, model, dataset, arch, settings, config, setup, history, metr
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
     try:
         model_path = staging / MODEL_FILE
-        model.save(model_path)
+        try:
+            model.save(model_path)
+        except OSError as exc:  # full disk, file-size limit
+            raise EdgedlError(f"cannot write {out / MODEL_FILE}: {exc.strerror or exc}") from exc
         calib_x, calib_idx = data_lib.calibration_subset(dataset.x_train, config.calibration_samples, config.seed)
         write_npz(staging / CALIBRATION_FILE, x=calib_x, indices=calib_idx)
         write_npz(staging / HELDOUT_FILE, x=dataset.x_test, y=dataset.y_test)

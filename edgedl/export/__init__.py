@@ -159,10 +159,13 @@ def _worker_convert(src: dict, target: dict, out_dir: str, options: dict) -> dic
     from ..errors import EdgedlError
     from .worker import convert_target
 
+    label = f"{target['format']} {target['precision']}"
     try:
         return convert_target(src, target, Path(out_dir), options)
     except EdgedlError as exc:
-        return {"target": f"{target['format']} {target['precision']}", "error": exc.one_line()}
+        return {"target": label, "error": exc.one_line()}
+    except OSError as exc:  # a full disk or a file-size limit while writing the artifact
+        return {"target": label, "error": f"cannot write the artifact: {exc.strerror or exc}"}
 
 
 def _worker_check(src: dict, targets: list[dict], options: dict) -> dict:

@@ -62,7 +62,7 @@ def _write_checked(path: Path, blob: bytes, options: dict) -> dict:
 
     with atomic_path(path) as tmp:
         tmp.write_bytes(blob)
-        info = describe(tmp)
+        info = describe(tmp, isolate=False)  # bytes the converter just produced
         if info["flex_ops"] and not options["allow_flex"]:
             raise ExportError(f"the result needs ops outside the builtin set ({', '.join(info['flex_ops'])})",
                               hint="simplify the model, or pass --allow-flex knowingly")

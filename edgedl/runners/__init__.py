@@ -18,9 +18,18 @@ def backend_for(path: str | Path) -> str:
     return BACKENDS[suffix]
 
 
-def open_runner(path: str | Path, threads: int = 1, xnnpack: bool = True, safe_mode: bool = True) -> Runner:
-    """A runner for ``path``, chosen by its suffix."""
+def open_runner(path: str | Path, threads: int = 1, xnnpack: bool = True, safe_mode: bool = True,
+                isolated: bool = True) -> Runner:
+    """A runner for ``path``, chosen by its suffix.
+
+    ``isolated`` first loads .tflite/.onnx files in a child process (edgedl.isolation), so a file
+    that crashes the native runtime becomes an ArtifactError instead of killing this process.
+    """
     backend = backend_for(path)
+    if isolated and backend != "keras":
+        from ..isolation import probe
+
+        probe(path)
     if backend == "litert":
         from .litert import LiteRTRunner
 
