@@ -273,7 +273,9 @@ def bench(artifacts, threads, batch, warmup, runs, min_time, pin_cpu, backend, n
               help="Comma-separated: rpi, android, mcu, or all.")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="Validation override (0..1).")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), default=None, help="Validation override (0..1).")
-def bundle(artifact, out, labels, targets, min_agreement, max_accuracy_drop):
+@click.option("--verify-on", type=click.Choice(["rpi-emulated"]), default=None,
+              help="Then run the bundle on an emulated Raspberry Pi 4 and 5 (see `edgedl device-check`).")
+def bundle(artifact, out, labels, targets, min_agreement, max_accuracy_drop, verify_on):
     """Package a validated .tflite ARTIFACT for a Raspberry Pi, Android app or microcontroller.
 
     The artifact is validated first and the bundle is refused if it is not faithful. The bundle
@@ -291,6 +293,12 @@ def bundle(artifact, out, labels, targets, min_agreement, max_accuracy_drop):
     overrides = {k: v for k, v in {"min_agreement": min_agreement, "max_accuracy_drop": max_accuracy_drop}.items()
                  if v is not None}
     run_bundle(artifact, out, labels=labels, targets=_csv(targets), say=click.echo, tolerances=overrides)
+    if verify_on == "rpi-emulated":
+        from .device_check import device_check as run_check
+        from .errors import EdgedlError
+
+        if not run_check(out, say=click.echo)["passed"]:
+            raise EdgedlError("the bundle does not behave on the emulated Raspberry Pi as on x86 (see above)")
 
 
 @cli.command()
@@ -327,3 +335,35 @@ def pipeline(recipes, out, force, epochs, max_accuracy_drop, min_agreement, max_
     if message:
         raise GateFailure(f"gates failed: {message}")
     click.echo(f"all gates pass ({summary['seconds']:.0f} s)")
+
+
+@cli.command("device-check")
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option("--profile", "profiles", default="rpi4,rpi5", show_default=True,
+              help="Emulated devices: rpi4 (Cortex-A72), rpi5 (Cortex-A76).")
+@click.option("--runtime", "runtimes", default="litert,tflite-runtime", show_default=True,
+              help="Interpreters to run under: litert (ai-edge-litert, numpy 2), tflite-runtime (2.14, numpy<2).")
+@click.option("--samples", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Held-out samples to compare, beside the golden vectors.")
+@click.option("--cache", type=click.Path(file_okay=False), default=None,
+              help="Where the emulated userland is kept. [default: ~/.cache/edgedl/rpi-emulated]")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
+def device_check(bundle, profiles, runtimes, samples, cache, json_out):
+    """Run BUNDLE on an emulated Raspberry Pi (aarch64, qemu-user) and compare with x86.
+
+    Sets up (once, cached) a Raspberry Pi OS 64-bit userland from Debian's arm64 packages and
+    PyPI's aarch64 wheels, pins the emulated CPU to the Pi's chip, proves the emulator on a known
+    int8 model, then runs the bundle's run.py --self-test and its outputs on the golden vectors
+    and held-out samples. Needs root (or sudo) once, to apt-get install qemu-user-static.
+    """
+    from .device_check import device_check as run_check
+    from .errors import EdgedlError
+    from .files import write_json
+
+    report = run_check(bundle, profiles=_csv(profiles), runtimes=_csv(runtimes), samples=samples, cache=cache,
+                       say=click.echo)
+    if json_out:
+        write_json(json_out, report)
+    if not report["passed"]:
+        raise EdgedlError("the bundle does not behave on the emulated device as on x86 (see above)")
+    click.echo(f"all {len(report['checks'])} emulated checks pass")

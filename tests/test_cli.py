@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import run_cli
 
-COMMANDS = ["train", "export", "validate", "bench", "bundle", "pipeline", "inspect"]
+COMMANDS = ["train", "export", "validate", "bench", "bundle", "pipeline", "inspect", "device-check"]
 
 
 def test_help_imports_no_tensorflow():

@@ -1,0 +1,51 @@
+"""Every seed model's int8 and fp32 bundles self-test on an emulated Raspberry Pi 4 and 5."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = [pytest.mark.emulated, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def seed_bundles(tiny_exports, tmp_path_factory):
+    from edgedl.api import bundle
+
+    root = tmp_path_factory.mktemp("bundles")
+    made = {}
+    for arch in ("mlp", "cnn", "lstm"):
+        for precision in ("int8", "fp32"):
+            out = root / f"{arch}_{precision}"
+            # 12-epoch test models are less confident than trained ones: loosen the int8 bar
+            bundle(tiny_exports[arch] / f"{arch}_{precision}.tflite", out, min_agreement=0.95,
+                   max_accuracy_drop=0.03)
+            made[(arch, precision)] = out
+    return made
+
+
+def test_seed_bundles_on_emulated_pi(seed_bundles):
+    from edgedl.device_check import device_check
+
+    lines = []
+    for (arch, precision), folder in seed_bundles.items():
+        report = device_check(folder, samples=40, say=lines.append)
+        assert report["passed"], "\n".join(lines)
+        for check in report["checks"]:
+            assert check["emulator_selfcheck"]["detail"] == "bit-identical"
+            assert check["step"] == "done" and "self-test passed" not in check.get("detail", "")
+            if precision == "int8" and check["runtime"] == "litert":
+                assert check["detail"] == "bit-identical", (arch, check)
+            if precision == "fp32":
+                assert check["max_abs"] <= 1e-5
+        assert {c["profile"] for c in report["checks"]} == {"rpi4", "rpi5"}
+
+
+def test_mis_set_emulator_is_caught(seed_bundles, monkeypatch):
+    """qemu's default CPU ('max') gives wrong int8 results: the self-check must refuse to trust it."""
+    from edgedl.device_check import device_check
+
+    monkeypatch.setenv("RPI_EMU_QEMU_CPU", "max")
+    report = device_check(seed_bundles[("cnn", "int8")], profiles=["rpi4"], runtimes=["litert"], samples=0,
+                          say=lambda m: None)
+    check = report["checks"][0]
+    assert not report["passed"] and check["step"] == "emulator self-check"
