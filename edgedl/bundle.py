@@ -128,7 +128,12 @@ def _golden(staging: Path, artifact: Path, run_dir: Path, run: dict, precision: 
     raw = np.stack([runner.invoke_one([q[i : i + 1] for q in quantized])[0][0] for i in range(len(inputs))])
     expected = runner.infer([inputs])[0]
     write_npz(staging / "golden.npz", inputs=inputs, expected_raw=raw, expected=expected, labels=y)
-    return {"file": "golden.npz", "count": int(len(inputs)), "tolerance_steps": 0 if raw.dtype.kind in "iu" else None,
+    # int8: ai-edge-litert must match bit for bit (x86 and aarch64 alike). tflite-runtime 2.14 is an
+    # older kernel set: on x86 too it differs from these outputs by 1 step (CNN) and up to 2 steps
+    # (fused int8 LSTM), so it gets 3. `edgedl device-check` still holds each runtime to its own x86
+    # outputs bit for bit.
+    steps = {"ai-edge-litert": 0, "tflite-runtime": 3, "tf.lite": 0} if raw.dtype.kind in "iu" else None
+    return {"file": "golden.npz", "count": int(len(inputs)), "tolerance_steps": steps,
             "atol": GOLDEN_ATOL.get(precision, 1e-5)}
 
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 
-pytestmark = [pytest.mark.emulated, pytest.mark.slow]
+# Setting up the emulator installs qemu-user-static with apt-get: that needs root (CI has it).
+_CAN_EMULATE = shutil.which("qemu-aarch64-static") is not None or os.geteuid() == 0
+pytestmark = [pytest.mark.emulated, pytest.mark.slow,
+              pytest.mark.skipif(not _CAN_EMULATE, reason="needs qemu-user-static, or root to install it")]
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +37,12 @@ def test_seed_bundles_on_emulated_pi(seed_bundles):
         report = device_check(folder, samples=40, say=lines.append)
         assert report["passed"], "\n".join(lines)
         for check in report["checks"]:
-            assert check["emulator_selfcheck"]["detail"] == "bit-identical"
+            assert check["emulator_selfcheck"]["detail"] == "bit-identical", check
             assert check["step"] == "done" and "self-test passed" not in check.get("detail", "")
-            if precision == "int8" and check["runtime"] == "litert":
+            if precision == "int8" and arch != "lstm":
                 assert check["detail"] == "bit-identical", (arch, check)
+            if precision == "int8":  # the fused int8 LSTM kernel may round 1 step differently on ARM
+                assert check["max_steps"] <= 1 and check["agreement"] == 1.0, (arch, check)
             if precision == "fp32":
                 assert check["max_abs"] <= 1e-5
         assert {c["profile"] for c in report["checks"]} == {"rpi4", "rpi5"}

@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def load_interpreter_class():
+    forced = os.environ.get("EDGEDL_INTERPRETER")  # ai-edge-litert | tflite-runtime | tf.lite
+    if forced:
+        return _forced(forced)
     try:
         from ai_edge_litert.interpreter import Interpreter
 
@@ -47,6 +51,23 @@ def load_interpreter_class():
         return tf.lite.Interpreter, "tf.lite"
     except ImportError:
         sys.exit("error: no TFLite interpreter found; pip install -r requirements.txt")
+
+
+def _forced(name: str):
+    try:
+        if name == "ai-edge-litert":
+            from ai_edge_litert.interpreter import Interpreter
+        elif name == "tflite-runtime":
+            from tflite_runtime.interpreter import Interpreter
+        elif name == "tf.lite":
+            import tensorflow as tf
+
+            Interpreter = tf.lite.Interpreter
+        else:
+            sys.exit(f"error: EDGEDL_INTERPRETER={name!r}; use ai-edge-litert, tflite-runtime or tf.lite")
+    except ImportError as exc:
+        sys.exit(f"error: EDGEDL_INTERPRETER={name} is not installed: {exc}")
+    return Interpreter, name
 
 
 class Model:
@@ -137,7 +158,8 @@ def self_test(model: Model) -> bool:
     manifest = model.manifest
     ok = True
     golden = np.load(HERE / manifest["golden"]["file"], allow_pickle=False)
-    tolerance, atol = manifest["golden"]["tolerance_steps"], manifest["golden"]["atol"]
+    steps = manifest["golden"]["tolerance_steps"] or {}
+    tolerance, atol = steps.get(model.library, max(steps.values(), default=0)), manifest["golden"]["atol"]
     worst = 0.0
     for i, sample in enumerate(golden["inputs"]):
         raw = model.raw(sample)[0][0]
