@@ -25,6 +25,16 @@ def _shift_images(images: np.ndarray, rng: np.random.Generator, max_shift: int) 
     return shifted
 
 
+def shift_batch(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Shift image samples; flat samples that are square images (MLP inputs) are shifted as images."""
+    if batch.ndim >= 3:
+        return _shift_images(batch, rng, MAX_SHIFT)
+    side = int(round(np.sqrt(batch.shape[1])))
+    if side * side != batch.shape[1]:
+        return batch  # not a square image: leave flat features alone
+    return _shift_images(batch.reshape(len(batch), side, side), rng, MAX_SHIFT).reshape(batch.shape)
+
+
 def _make_class():
     keras = import_keras()
 
@@ -53,14 +63,7 @@ def _make_class():
             return batch, self.y[picked]
 
         def _shift(self, batch: np.ndarray, index: int) -> np.ndarray:
-            rng = np.random.default_rng((self.seed, self.epoch, index))
-            if batch.ndim >= 3:
-                return _shift_images(batch, rng, MAX_SHIFT)
-            side = int(round(np.sqrt(batch.shape[1])))
-            if side * side != batch.shape[1]:
-                return batch  # not a square image: leave flat features alone
-            images = batch.reshape(len(batch), side, side)
-            return _shift_images(images, rng, MAX_SHIFT).reshape(batch.shape)
+            return shift_batch(batch, np.random.default_rng((self.seed, self.epoch, index)))
 
         def on_epoch_end(self):
             self.epoch += 1
@@ -91,13 +94,12 @@ def worker_dataset(x: np.ndarray, y: np.ndarray, global_batch: int, seed: int, a
     dataset = tf.data.Dataset.from_tensor_slices((shard_x, shard_y))
     dataset = dataset.shuffle(per_worker, seed=seed + worker, reshuffle_each_iteration=True)
     dataset = dataset.batch(global_batch)
-    if augment and shard_x.ndim >= 3:
+    if augment:
         counter = tf.data.Dataset.counter()
 
         def shift(batch_x, batch_y, index):
             def numpy_shift(images, step):
-                rng = np.random.default_rng((seed, worker, int(step)))
-                return _shift_images(images, rng, MAX_SHIFT)
+                return shift_batch(images, np.random.default_rng((seed, worker, int(step))))
 
             shifted = tf.numpy_function(numpy_shift, [batch_x, index], batch_x.dtype)
             return tf.ensure_shape(shifted, batch_x.shape), batch_y

@@ -88,9 +88,13 @@ def _litert_step(runner):
 
 
 def _resize(runner, batch: int) -> None:
-    for detail in runner._in:
-        runner.interpreter.resize_tensor_input(detail["index"], [batch, *detail["shape"][1:]])
-    runner.interpreter.allocate_tensors()
+    try:
+        for detail in runner._in:
+            runner.interpreter.resize_tensor_input(detail["index"], [batch, *detail["shape"][1:]])
+        runner.interpreter.allocate_tensors()
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"this model has a fixed batch of 1 and cannot run batch {batch} "
+                         "(edgedl's TFLite exports are batch 1, as devices run them; ONNX exports take any batch)") from exc
     runner._in = runner.interpreter.get_input_details()
     runner._out = runner.interpreter.get_output_details()
 

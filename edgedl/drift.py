@@ -50,21 +50,32 @@ def _drift_rows(model_path, artifact, inputs, manifest, model_dir, report) -> li
     return _onnx_drift(artifact, inputs)
 
 
-def _keras_layer_names(model_path) -> list[str]:
+def _keras_layer_names(model_path) -> dict[str, str]:
+    """Keras layer name → layer class name."""
     if model_path is None:
-        return []
+        return {}
     from .modelio import load_keras_model
 
     model = load_keras_model(model_path)
-    return [layer.name for layer in model._flatten_layers(include_self=False, recursive=True)]
+    return {layer.name: layer.__class__.__name__
+            for layer in model._flatten_layers(include_self=False, recursive=True)}
 
 
-def _layer_for(tensor: str, layer_names: list[str]) -> str | None:
+# Fused ops lose the Keras scope in their tensor names; their op type still says which layer kind.
+FUSED_OP_HINTS = {"unidirectional_sequence_lstm": "LSTM", "lstm__": "LSTM", "gru__": "GRU"}
+
+
+def _layer_for(tensor: str, layers: dict[str, str]) -> str | None:
     # TF scopes repeat a layer's name with a call-count suffix: "cnn_1/hidden_1/MatMul" → hidden
     parts = {re.sub(r"_\d+$", "", part) for part in re.split(r"[/;:]", tensor)}
-    for name in sorted(layer_names, key=len, reverse=True):
+    for name in sorted(layers, key=len, reverse=True):
         if name in parts:
             return name
+    lowered = tensor.lower()
+    for hint, kind in FUSED_OP_HINTS.items():
+        candidates = [name for name, cls in layers.items() if cls == kind]
+        if hint in lowered and len(candidates) == 1:
+            return candidates[0]
     return None
 
 

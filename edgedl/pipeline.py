@@ -152,7 +152,7 @@ def _step(cache: StepCache, name: str, key: str, timings: dict, say, action, out
     cached = cache.fresh(name, key)
     if cached:
         say(f"  {name:<9} unchanged, skipped ({cached['seconds']:.1f} s last time)")
-        timings[name] = {"seconds": 0.0, "skipped": True}
+        timings[name] = {"seconds": 0.0, "skipped": True, "last_seconds": cached["seconds"]}
         return cached.get("result")
     say(f"  {name:<9} …")
     started = time.perf_counter()

@@ -109,7 +109,9 @@ def markdown(summary: dict, plots: dict) -> str:
 
 
 def _timing(entry: dict) -> str:
-    return "skipped (unchanged)" if entry["skipped"] else f"{entry['seconds']:.1f} s"
+    if entry["skipped"]:
+        return f"skipped (unchanged; {entry.get('last_seconds', 0):.1f} s when it ran)"
+    return f"{entry['seconds']:.1f} s"
 
 
 def _parity_matrix(recipe: dict) -> str:

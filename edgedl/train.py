@@ -160,7 +160,9 @@ def _fit(model, x_train, y_train, x_val, y_val, settings, config, sequence, setu
 
         batches = worker_dataset(x_train, y_fit, global_batch, config.seed, augment, setup.worker_index,
                                  setup.workers)
-        steps_per_epoch = (len(x_train) // setup.workers) // global_batch
+        # tf.distribute splits each worker's batches of global size across all replicas, so a
+        # worker's shard lasts len(x) / global_batch steps, the same number as one process takes.
+        steps_per_epoch = len(x_train) // global_batch
         return worker_loop.fit(model, batches, x_val, y_val_fit, settings, setup.strategy, steps_per_epoch)
     else:
         batches = ShiftedBatches(x_train, y_fit, batch_size=global_batch, seed=config.seed, augment=augment,

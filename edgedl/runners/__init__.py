@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UsageError
 from .base import Runner, TensorInfo, dequantize, quantize
 
-BACKENDS = {".tflite": "litert", ".onnx": "onnxruntime", ".keras": "keras"}
+BACKENDS = {"tflite": "litert", "onnx": "onnxruntime", "keras": "keras"}
 
 
 def backend_for(path: str | Path) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in BACKENDS:
-        raise UsageError(f"{path}: no runner for {suffix or 'files without a suffix'}",
-                         hint="edgedl runs .tflite, .onnx and .keras files")
-    return BACKENDS[suffix]
+    """The runner for a file, by its suffix (the one place suffixes are mapped: edgedl.inspect)."""
+    from ..inspect import format_of
+
+    return BACKENDS[format_of(path)]
 
 
 def open_runner(path: str | Path, threads: int = 1, xnnpack: bool = True, safe_mode: bool = True,
