@@ -134,3 +134,57 @@ def test_tampered_run_is_detected(tmp_path, tiny_runs):
     targets, _ = plan_targets(["tflite"], ["none"])
     with pytest.raises(EdgedlError, match="changed or replaced"):
         export(run, targets)
+
+
+def _zoo_model(kind: str):
+    """Small models built from the common layers users bring."""
+    import keras
+
+    layers = keras.layers
+    if kind == "conv":
+        return keras.Sequential([keras.Input((12, 12, 3)), layers.Conv2D(4, 3, padding="same"),
+                                 layers.BatchNormalization(), layers.ReLU(), layers.DepthwiseConv2D(3),
+                                 layers.AveragePooling2D(2), layers.Dropout(0.2), layers.GlobalMaxPooling2D(),
+                                 layers.Dense(3, activation="softmax")])
+    if kind == "conv1d":
+        return keras.Sequential([keras.Input((16, 2)), layers.Conv1D(4, 3, activation="relu"), layers.MaxPooling1D(2),
+                                 layers.GlobalAveragePooling1D(), layers.Dense(3, activation="softmax")])
+    if kind == "embedding_gru":
+        return keras.Sequential([keras.Input((10,), dtype="int32"), layers.Embedding(20, 8), layers.GRU(6),
+                                 layers.Dense(3, activation="softmax")])
+    return keras.Sequential([keras.Input((7, 3)), layers.Bidirectional(layers.LSTM(5)), layers.Dense(3)])
+
+
+@pytest.mark.parametrize("kind, formats, quantize", [
+    ("conv", ["tflite", "onnx"], ["none", "int8"]),
+    ("conv1d", ["tflite", "onnx"], ["none", "int8"]),
+    ("embedding_gru", ["tflite", "onnx"], ["none"]),
+    ("bidirectional", ["onnx"], ["none"]),
+])
+def test_common_layers_export_and_match(tmp_path, kind, formats, quantize):
+    from edgedl.runners import open_runner
+    from edgedl.runners.keras import KerasRunner
+
+    model = _zoo_model(kind)
+    model.save(tmp_path / f"{kind}.keras")
+    shape = tuple(model.inputs[0].shape[1:])
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 20, (32, *shape)).astype(np.float32) if kind == "embedding_gru" else \
+        rng.random((32, *shape)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    targets, _ = plan_targets(formats, quantize)
+    records = export(tmp_path / f"{kind}.keras", targets, options=ExportOptions(calibration=str(tmp_path / "calib.npz")))
+    reference = KerasRunner(tmp_path / f"{kind}.keras").infer([x])[0]
+    for record in records:
+        assert not record["flex_ops"]
+        with open_runner(tmp_path / "exports" / record["file"]) as runner:
+            y = runner.infer([x])[0]
+        limit = 1e-4 if record["precision"] == "fp32" else 0.2
+        assert np.max(np.abs(y - reference)) <= limit, record["file"]
+
+
+def test_recurrent_int8_tflite_is_refused_with_alternative(tmp_path):
+    _zoo_model("embedding_gru").save(tmp_path / "gru.keras")
+    targets, _ = plan_targets(["tflite"], ["int8"])
+    with pytest.raises(ExportError, match="crashes the converter.*--quantize dynamic"):
+        export(tmp_path / "gru.keras", targets, options=ExportOptions())

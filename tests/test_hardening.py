@@ -271,3 +271,31 @@ def test_repeated_validation_and_runs_do_not_leak(tiny_runs, tiny_exports):
     for _ in range(200):
         cycle()
     assert rss_mb() - start < 25, "RSS must not grow with repeated runs"
+
+
+def test_repeated_validate_and_bench_calls_do_not_leak(tiny_runs, tiny_exports, tmp_path):
+    import gc
+
+    from edgedl.api import bench
+    from edgedl.validate import ValidateOptions, validate
+
+    def rss_mb() -> float:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+    artifact = tiny_exports["mlp"] / "mlp_fp32.tflite"
+    validate(tiny_runs["mlp"], [artifact], ValidateOptions(save_results=str(tmp_path / "ref"),
+                                                            report=str(tmp_path / "r.json")), say=lambda m: None)
+    options = ValidateOptions(reference=str(tmp_path / "ref" / "reference"), report=str(tmp_path / "r.json"))
+
+    def cycle():
+        validate(tiny_runs["mlp"], [artifact], options, say=lambda m: None)  # reference: no Keras load
+        bench(artifact, runs=5, warmup=1)
+        gc.collect()
+
+    for _ in range(3):
+        cycle()
+    start = rss_mb()
+    for _ in range(8):
+        cycle()
+    assert rss_mb() - start < 20, "validate and bench must not grow the caller's memory"

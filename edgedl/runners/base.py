@@ -78,6 +78,8 @@ class Runner:
     def _to_model(x: np.ndarray, spec: TensorInfo) -> np.ndarray:
         if spec.quantized:
             return quantize(x, spec.scale, spec.zero_point, spec.dtype)
+        if spec.dtype.startswith(("int", "uint")):  # token ids (Embedding inputs) are integers, not scaled
+            return np.asarray(np.round(x), dtype=spec.dtype)
         return np.asarray(x, dtype=spec.dtype if spec.dtype.startswith("float") else np.float32)
 
     @staticmethod
