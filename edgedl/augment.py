@@ -10,7 +10,12 @@ import numpy as np
 
 from ._env import import_keras
 
-MAX_SHIFT = 2  # pixels; a handwritten digit moved by 2 px is still the same digit
+MAX_SHIFT = 2  # pixels at 28×28; a handwritten digit moved by 2 px is still the same digit
+
+
+def max_shift(height: int, width: int) -> int:
+    """The shift scales with the image: 2 px at 28×28, 1 px at 8×8 (2 px would be a quarter of it)."""
+    return max(1, round(min(height, width) * MAX_SHIFT / 28))
 
 
 def _shift_images(images: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarray:
@@ -28,11 +33,11 @@ def _shift_images(images: np.ndarray, rng: np.random.Generator, max_shift: int) 
 def shift_batch(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Shift image samples; flat samples that are square images (MLP inputs) are shifted as images."""
     if batch.ndim >= 3:
-        return _shift_images(batch, rng, MAX_SHIFT)
+        return _shift_images(batch, rng, max_shift(*batch.shape[1:3]))
     side = int(round(np.sqrt(batch.shape[1])))
     if side * side != batch.shape[1]:
         return batch  # not a square image: leave flat features alone
-    return _shift_images(batch.reshape(len(batch), side, side), rng, MAX_SHIFT).reshape(batch.shape)
+    return _shift_images(batch.reshape(len(batch), side, side), rng, max_shift(side, side)).reshape(batch.shape)
 
 
 def _make_class():

@@ -50,7 +50,7 @@ def test_two_worker_run_on_localhost(tmp_path):
     for index in range(2):
         env = dict(ENV, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "edgedl", "train", "--model", "mlp", "--data", "digits8x8", "--epochs", "3",
+            [sys.executable, "-m", "edgedl", "train", "--model", "mlp", "--data", "digits8x8", "--epochs", "6",
              "--strategy", "multiworker", "--out", str(tmp_path / f"out{index}")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
     outputs = [p.communicate(timeout=600) for p in procs]

@@ -49,7 +49,7 @@ def main() -> int:
     import numpy as np
 
     from edgedl.architectures import get
-    from edgedl.augment import MAX_SHIFT, _shift_images
+    from edgedl.augment import shift_batch
     from edgedl.data import load_dataset
 
     backend = keras.backend.backend()
@@ -66,7 +66,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     epoch_times = []
     for _ in range(args.epochs):
-        shifted = _shift_images(data.x_train, rng, MAX_SHIFT)  # augmentation outside the model, as edgedl does
+        shifted = shift_batch(data.x_train, rng)  # augmentation outside the model, as edgedl does
         start = time.perf_counter()
         model.fit(shifted, data.y_train, batch_size=settings["batch_size"], epochs=1, verbose=0, shuffle=True)
         epoch_times.append(time.perf_counter() - start)
