@@ -46,10 +46,9 @@ def _make_class():
     class ShiftedBatches(keras.utils.PyDataset):
         """Shuffled mini-batches; images (rank ≥ 2 per sample) are randomly shifted when ``augment``."""
 
-        def __init__(self, x, y, batch_size, seed, augment, input_rank):
+        def __init__(self, x, y, batch_size, seed, augment):
             super().__init__(workers=1, use_multiprocessing=False)
             self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
-            # Only spatial data (H×W or H×W×C) can be shifted; flat vectors are reshaped per batch.
             self.augment = augment
             self.epoch = 0
             self._order = self._permutation()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from ._env import library_versions
-from .errors import EdgedlError, GateFailure, ParityFailure, UsageError
+from .errors import EdgedlError, ParityFailure, UsageError
 from .files import read_json, sha256_file, write_json
 from .recipe import Recipe, load_recipe
 
@@ -289,4 +289,4 @@ def failed_gate_message(summary: dict) -> str | None:
     return "; ".join(failures) if failures else None
 
 
-__all__ = ["pipeline", "PipelineOptions", "GateFailure", "recommend", "check_gates", "rows"]
+__all__ = ["pipeline", "PipelineOptions", "recommend", "check_gates", "rows"]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import html
 import platform
-import shlex
-import sys
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -307,7 +305,3 @@ def write_junit(path: Path, summary: dict) -> None:
                 ElementTree.SubElement(case, "failure", message=gate["detail"])
     with atomic_path(path) as tmp:
         ElementTree.ElementTree(suites).write(tmp, encoding="utf-8", xml_declaration=True)
-
-
-def reproduce_command() -> str:
-    return shlex.join(["edgedl", *sys.argv[1:]])

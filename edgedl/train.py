@@ -18,7 +18,7 @@ import numpy as np
 
 from . import architectures
 from . import data as data_lib
-from ._env import import_keras, import_tensorflow, library_versions
+from ._env import import_keras, library_versions
 from .errors import DataError, EdgedlError, ModelError, UsageError
 from .files import ensure_writable_dir, sha256_file, write_json, write_npz
 
@@ -165,8 +165,7 @@ def _fit(model, x_train, y_train, x_val, y_val, settings, config, sequence, setu
         steps_per_epoch = len(x_train) // global_batch
         return worker_loop.fit(model, batches, x_val, y_val_fit, settings, setup.strategy, steps_per_epoch)
     else:
-        batches = ShiftedBatches(x_train, y_fit, batch_size=global_batch, seed=config.seed, augment=augment,
-                                 input_rank=len(model.input_shape) - 1)
+        batches = ShiftedBatches(x_train, y_fit, batch_size=global_batch, seed=config.seed, augment=augment)
     callbacks = [keras.callbacks.EarlyStopping(
         monitor="val_accuracy", patience=settings.get("patience", 5), restore_best_weights=True,
         start_from_epoch=min(3, settings["epochs"] - 1),
@@ -196,12 +195,6 @@ def _verbosity(verbose) -> int | str:
         return verbose
     # Keras' live progress bar on a terminal; one line per epoch in CI logs.
     return "auto" if os.isatty(1) else 2
-
-
-def model_predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Reference outputs through Keras' compiled predict path (eager calls cost ~25 ms for an LSTM)."""
-    outputs = [model.predict_on_batch(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    return np.concatenate([np.asarray(o) for o in outputs])
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -291,4 +284,4 @@ def load_run(run_dir: str | Path) -> dict:
     return manifest
 
 
-__all__ = ["TrainConfig", "train", "load_run", "accuracy", "model_predict", "import_tensorflow"]
+__all__ = ["TrainConfig", "train", "load_run", "accuracy"]

@@ -218,7 +218,7 @@ def _validate_one(artifact: Path, reference: Reference, manifest, options, say) 
         say(f"✗ {artifact.name}: {exc.one_line()}")
         return _error_report(artifact, facts, exc), None
     outputs, names = _align(reference.result, raw, [t.name for t in runner.outputs])
-    scales = [t.scale if t.quantized else None for t in _aligned_specs(runner.outputs, names, reference)]
+    scales = [t.scale if t.quantized else None for t in _aligned_specs(runner.outputs, names)]
     limits = tolerances(reference.architecture, precision, options)
     checks = compare(reference.result.outputs, outputs, reference.result.output_names,
                      reference.inputs.labels, limits, scales)
@@ -271,7 +271,7 @@ def _align(reference: RunResult, outputs: list[np.ndarray], names: list[str]):
     return [outputs[i] for i in order], [names[i] for i in order]
 
 
-def _aligned_specs(specs, names, reference):
+def _aligned_specs(specs, names):
     by_name = {s.name: s for s in specs}
     return [by_name[n] for n in names]
 

@@ -247,15 +247,16 @@ def test_fuzzed_artifacts_never_crash_the_process(tmp_path, tiny_exports, capsys
     assert outcomes["error"] > 0
 
 
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
 def test_repeated_validation_and_runs_do_not_leak(tiny_runs, tiny_exports):
     import gc
 
     from edgedl.runners.litert import LiteRTRunner
     from edgedl.runners.onnxrt import OnnxRuntimeRunner
-
-    def rss_mb() -> float:
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
 
     x = np.random.default_rng(0).random((50, 64)).astype(np.float32)
 
@@ -278,10 +279,6 @@ def test_repeated_validate_and_bench_calls_do_not_leak(tiny_runs, tiny_exports, 
 
     from edgedl.api import bench
     from edgedl.validate import ValidateOptions, validate
-
-    def rss_mb() -> float:
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
 
     artifact = tiny_exports["mlp"] / "mlp_fp32.tflite"
     validate(tiny_runs["mlp"], [artifact], ValidateOptions(save_results=str(tmp_path / "ref"),
