@@ -274,7 +274,7 @@ def plot(result: dict, out: str | Path) -> list[Path]:
         return written
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
     labels = [f"{r['artifact']} t{r['threads']} b{r['batch']}" for r in rows]
-    ax.boxplot([r["latencies_us"] for r in rows], vert=False, showfliers=False)
+    ax.boxplot([r["latencies_us"] for r in rows], orientation="horizontal", showfliers=False)
     ax.set_yticks(range(1, len(rows) + 1), labels, fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("latency per inference (µs, log scale; whiskers 1.5 IQR)")

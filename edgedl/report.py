@@ -191,7 +191,7 @@ def _latency(plt, summary):
     if not data:
         return None
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(data) + 1.5))
-    ax.boxplot(data, vert=False, showfliers=False)
+    ax.boxplot(data, orientation="horizontal", showfliers=False)
     ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("latency per inference (µs, log)")
