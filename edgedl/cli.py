@@ -65,6 +65,10 @@ def _terminate(signum, frame):  # noqa: ARG001
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Progress lines (Keras' epochs, export steps) must show up as they happen in CI logs and pipes.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
     signal.signal(signal.SIGTERM, _terminate)
     # Explicitly, because a process started from a background shell job inherits SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)

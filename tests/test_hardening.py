@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from edgedl.runners.base import dequantize, quantize
 
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+# Unbuffered: the signal tests read the child's progress lines as they are printed.
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
 
 
 def _files(tmp: Path, tiny_runs, tiny_exports) -> dict[str, Path]:
