@@ -20,7 +20,8 @@ DEBUG_SAMPLES = 64
 
 def layer_drift(model_path, files, reference, reports, manifest, model_dir, options, say) -> dict:
     drift = {}
-    layer_names = _keras_layer_names(model_path)
+    model = _load(model_path)  # once, for layer names and the TFLite debugger's converter
+    layer_names = _layer_classes(model)
     inputs = [a[:DEBUG_SAMPLES] for a in reference.inputs.arrays]
     for artifact, report in zip(files, reports, strict=True):
         # The TFLite debugger re-quantizes in full-integer mode, so it speaks for int8 artifacts only.
@@ -28,7 +29,7 @@ def layer_drift(model_path, files, reference, reports, manifest, model_dir, opti
             continue
         try:
             with quiet_output():
-                rows = _drift_rows(model_path, artifact, inputs, manifest, model_dir, report)
+                rows = _drift_rows(model, artifact, inputs, manifest, model_dir)
         except Exception as exc:  # drift is diagnostic: report why it is missing, never fail validation
             drift[artifact.name] = {"error": f"{exc.__class__.__name__}: {str(exc)[:200]}"}
             say(f"  drift for {artifact.name} unavailable: {exc.__class__.__name__}: {str(exc)[:120]}")
@@ -44,19 +45,24 @@ def layer_drift(model_path, files, reference, reports, manifest, model_dir, opti
     return drift
 
 
-def _drift_rows(model_path, artifact, inputs, manifest, model_dir, report) -> list[dict]:
+def _drift_rows(model, artifact, inputs, manifest, model_dir) -> list[dict]:
     if artifact.suffix == ".tflite":
-        return _tflite_drift(model_path, artifact, inputs, manifest, model_dir, report)
+        return _tflite_drift(model, inputs, manifest, model_dir)
     return _onnx_drift(artifact, inputs)
 
 
-def _keras_layer_names(model_path) -> dict[str, str]:
-    """Keras layer name → layer class name."""
+def _load(model_path):
     if model_path is None:
-        return {}
+        return None
     from .modelio import load_keras_model
 
-    model = load_keras_model(model_path)
+    return load_keras_model(model_path)
+
+
+def _layer_classes(model) -> dict[str, str]:
+    """Keras layer name → layer class name."""
+    if model is None:
+        return {}
     return {layer.name: layer.__class__.__name__
             for layer in model._flatten_layers(include_self=False, recursive=True)}
 
@@ -81,16 +87,14 @@ def _layer_for(tensor: str, layers: dict[str, str]) -> str | None:
 
 # ---------------------------------------------------------------- TFLite
 
-def _tflite_drift(model_path, artifact: Path, inputs, manifest, model_dir, report) -> list[dict]:
+def _tflite_drift(model, inputs, manifest, model_dir) -> list[dict]:
     """RMSE / scale per quantized tensor, from tf.lite.experimental.QuantizationDebugger."""
     import tensorflow as tf
 
     from .export import tflite, worker
-    from .modelio import load_keras_model
 
-    if model_path is None:
+    if model is None:
         raise ValueError("per-layer drift of TFLite needs the original Keras model")
-    model = load_keras_model(model_path)
     calibration = inputs
     if manifest and manifest.get("calibration"):
         arrays, _ = worker._load_calibration(str(model_dir / manifest["calibration"]["file"]), None, model)

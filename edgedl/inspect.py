@@ -9,9 +9,6 @@ from .errors import ArtifactError, UsageError
 from .files import sha256_file
 
 FORMAT_BY_SUFFIX = {".tflite": "tflite", ".onnx": "onnx", ".keras": "keras"}
-# Ops that keep state between invokes: callers must reset variable tensors before each inference.
-STATEFUL_TFLITE_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "VAR_HANDLE",
-                       "READ_VARIABLE", "ASSIGN_VARIABLE", "UNIDIRECTIONAL_SEQUENCE_RNN"}
 
 
 def format_of(path: str | Path) -> str:
@@ -48,7 +45,7 @@ def describe(path: str | Path, isolate: bool = True) -> dict:
 
 
 def _describe_tflite(path: Path) -> dict:
-    from .runners.litert import open_interpreter
+    from .runners.litert import STATEFUL_OPS, open_interpreter
 
     # Without the default XNNPACK delegate, so the op list shows the model's own ops, not DELEGATE.
     interpreter = open_interpreter(path, threads=1, xnnpack=False)
@@ -57,7 +54,7 @@ def _describe_tflite(path: Path) -> dict:
         "inputs": [_tflite_tensor(t) for t in interpreter.get_input_details()],
         "outputs": [_tflite_tensor(t) for t in interpreter.get_output_details()],
         "ops": dict(sorted(ops.items())),
-        "stateful": bool(STATEFUL_TFLITE_OPS & set(ops)),
+        "stateful": bool(STATEFUL_OPS & set(ops)),
         "flex_ops": sorted(op for op in ops if op.startswith("Flex") or op == "CUSTOM"),
     }
 

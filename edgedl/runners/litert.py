@@ -14,8 +14,9 @@ import numpy as np
 from ..errors import ArtifactError, RuntimeMissing
 from .base import Runner, TensorInfo
 
+# Ops that keep state between invokes: callers must reset variable tensors before each inference.
 STATEFUL_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "VAR_HANDLE",
-                "UNIDIRECTIONAL_SEQUENCE_RNN"}
+                "READ_VARIABLE", "ASSIGN_VARIABLE", "UNIDIRECTIONAL_SEQUENCE_RNN"}
 
 
 def interpreter_module():
