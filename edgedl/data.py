@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, UsageError
+from .core.errors import DataError, UsageError
 
 DEFAULT_DATA = "digits"
 TEST_FRACTION = 0.2
@@ -168,7 +168,7 @@ def _required(arrays: dict, path: Path, *keys: str) -> list[np.ndarray]:
 
 
 def _file_sha256(path: Path) -> str:
-    from .files import sha256_file
+    from .core.files import sha256_file
 
     return sha256_file(path)
 

@@ -56,3 +56,14 @@ def tiny_exports(tiny_runs) -> dict[str, Path]:
 
 def pytest_configure(config):
     sys.path.insert(0, str(ROOT))
+
+
+# Tests that train or convert real models take seconds each: they form the slow tier, and
+# `pytest -m "not slow"` runs the rest in well under a minute (README, Development).
+SLOW_FIXTURES = {"tiny_runs", "tiny_exports", "cnn_bundle", "seed_bundles"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames) or item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.slow)

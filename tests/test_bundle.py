@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgedl.bundle import c_array, parse_c_array
+from edgedl.deploy.bundle import c_array, parse_c_array
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgedl import data
-from edgedl.errors import DataError, UsageError
+from edgedl.core.errors import DataError, UsageError
 
 
 def test_builtin_digits_are_real_and_split_without_overlap():

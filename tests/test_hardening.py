@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +76,7 @@ def _lambda_model(path: Path) -> None:
     model.save(path)
 
 
+@pytest.mark.slow
 def test_lambda_layer_refused_in_safe_mode_and_allowed_with_unsafe(tmp_path, capsys):
     _lambda_model(tmp_path / "lam.keras")
     code, _, err = run_cli(["export", tmp_path / "lam.keras", "--out", tmp_path / "o"], capsys)
@@ -86,6 +86,7 @@ def test_lambda_layer_refused_in_safe_mode_and_allowed_with_unsafe(tmp_path, cap
     assert (tmp_path / "o" / "lam_fp32.tflite").exists()
 
 
+@pytest.mark.slow
 def test_unknown_custom_layer_is_named(tmp_path, capsys):
     import keras
 
@@ -145,8 +146,8 @@ def test_full_disk_leaves_no_partial_files(tmp_path, tiny_runs):
 def test_atomic_write_under_a_file_size_limit(tmp_path):
     script = ("import resource\n"
               "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
-              "from edgedl.files import write_bytes\n"
-              "from edgedl.errors import EdgedlError\n"
+              "from edgedl.core.files import write_bytes\n"
+              "from edgedl.core.errors import EdgedlError\n"
               f"try:\n    write_bytes({str(tmp_path / 'big.bin')!r}, bytes(5000))\n"
               "except EdgedlError as exc:\n    print(exc.one_line())\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV)
@@ -159,15 +160,17 @@ def test_interrupted_training_keeps_the_previous_run(sig, tmp_path, tiny_runs):
     run = tmp_path / "run"
     shutil.copytree(tiny_runs["cnn"], run, ignore=shutil.ignore_patterns("exports"))
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
-    # The CNN on the 5,000 digits trains for well over 20 s (early stopping cannot end it sooner),
-    # so a signal after 12 s lands mid-training, after TensorFlow's import and the data load.
+    # Keras prints "Epoch 2/200" when the second epoch starts: the signal then lands mid-training,
+    # after TensorFlow's import, the data load and one whole epoch (early stopping needs more).
     proc = subprocess.Popen([sys.executable, "-m", "edgedl", "train", "--model", "cnn", "--data", "digits",
-                             "--epochs", "200", "--out", str(run)], stdout=subprocess.DEVNULL,
+                             "--epochs", "200", "--out", str(run)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=ENV)
-    time.sleep(12)
+    for line in proc.stdout:
+        if line.startswith("Epoch 2/"):
+            break
     assert proc.poll() is None, "training ended before it could be interrupted"
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)  # also drains the rest of stdout
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err[-1000:]
     after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     assert after == before, "an interrupted run must leave the previous manifest and model untouched"
@@ -209,7 +212,7 @@ def test_quantize_round_trip(scale, zero_point, value):
 @given(shapes=st.lists(st.tuples(st.integers(1, 5), st.integers(1, 4)), min_size=1, max_size=3),
        seed=st.integers(0, 1000))
 def test_saved_result_round_trip(tmp_path_factory, shapes, seed):
-    from edgedl.results import RunResult, load_result, save_result
+    from edgedl.validate.results import RunResult, load_result, save_result
 
     rng = np.random.default_rng(seed)
     outputs = [rng.normal(size=s).astype(np.float32) for s in shapes]
@@ -274,7 +277,7 @@ def test_repeated_validate_and_bench_calls_do_not_leak(tiny_runs, tiny_exports, 
     import gc
 
     from edgedl.api import bench
-    from edgedl.validate import ValidateOptions, validate
+    from edgedl.validate.run import ValidateOptions, validate
 
     artifact = tiny_exports["mlp"] / "mlp_fp32.tflite"
     validate(tiny_runs["mlp"], [artifact], ValidateOptions(save_results=str(tmp_path / "ref"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from xml.etree import ElementTree
 
 import pytest
@@ -18,9 +17,9 @@ def test_pipeline_report_and_incremental_rerun(tmp_path, capsys, monkeypatch):
     out = tmp_path / "pipeline"
     code, stdout, err = run_cli(["pipeline", "--epochs", "1", "--bench-time", "0.2", "--out", out], capsys)
     summary = json.loads((out / "pipeline.json").read_text())
-    assert code == (0 if summary["passed"] else 1), err
-    if not summary["passed"]:
-        assert "gates failed" in err  # the failing gate is named
+    # One epoch still makes faithful exports: every gate of the seed recipes must pass.
+    assert code == 0 and summary["passed"], err
+    assert "all gates pass" in stdout
 
     assert [r["name"] for r in summary["recipes"]] == ["mlp", "cnn", "lstm"]
     report = (out / "report.md").read_text()
@@ -31,12 +30,11 @@ def test_pipeline_report_and_incremental_rerun(tmp_path, capsys, monkeypatch):
         assert float(cells[4].replace(",", "")) > 0  # size
         assert cells[5].endswith("%") and cells[7].endswith("%")  # accuracy, agreement
         assert float(cells[8]) > 0 and float(cells[9]) >= float(cells[8])  # p50 <= p99
-        assert cells[12] in ("pass", "**FAIL**")
+        assert cells[12] == "pass" and cells[13] == "pass"  # parity, gates
     for recipe in summary["recipes"]:
         fp32 = next(r for r in recipe["validation"]["matrix"] if r["artifact"].endswith("_fp32.tflite"))
         assert fp32["verdict"] == "pass" and fp32["max_abs"] <= 2e-5
         assert recipe["metrics"]["test_accuracy"] > 0.5  # one epoch on 3,600 real digits
-    assert "Pareto front" not in report or True
     for section in ("## Summary", "### Parity matrix", "### Per-layer drift (int8)", "## Environment",
                     "## Reproduce", "![tradeoff](plots/tradeoff.png)", "edgedl bundle"):
         assert section in report
@@ -47,8 +45,7 @@ def test_pipeline_report_and_incremental_rerun(tmp_path, capsys, monkeypatch):
     shipped = [r for r in summary["recipes"] if r["ship"]]
     assert shipped and all((out / r["name"] / "bundle" / "run.py").exists() for r in shipped)
 
-    started = time.perf_counter()
     code_again, stdout_again, _ = run_cli(["pipeline", "--epochs", "1", "--bench-time", "0.2", "--out", out], capsys)
-    assert code_again == code
+    assert code_again == 0
     assert stdout_again.count("unchanged, skipped") == 15  # 5 steps × 3 models
-    assert time.perf_counter() - started < 60
+    assert json.loads((out / "pipeline.json").read_text())["recipes"][0]["ship"] == summary["recipes"][0]["ship"]

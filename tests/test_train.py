@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from conftest import run_cli
+
+pytestmark = pytest.mark.slow  # every test here trains
 
 
 def test_run_folder_and_manifest(tiny_runs):
@@ -25,7 +28,7 @@ def test_run_folder_and_manifest(tiny_runs):
 
 def test_same_seed_gives_identical_weights(tmp_path):
     from edgedl.api import train
-    from edgedl.modelio import load_keras_model
+    from edgedl.runners.modelio import load_keras_model
 
     weights = []
     for name in ("a", "b"):

@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from edgedl.errors import ParityFailure
 from edgedl.export import ExportOptions, export, plan_targets
-from edgedl.parity import compare, judge, output_metrics
-from edgedl.validate import ValidateOptions, validate
+from edgedl.validate.parity import compare, judge, output_metrics
+from edgedl.validate.run import ValidateOptions, failure_message, validate
 
 
 def test_float_exports_are_faithful(tiny_runs, tiny_exports):
@@ -41,8 +40,10 @@ def test_other_training_run_fails(tiny_runs, tmp_path):
     train(model="mlp", data="digits8x8", epochs=3, seed=1, out=other, verbose=0)
     targets, _ = plan_targets(["tflite"], ["none"])
     export(other, targets)
-    with pytest.raises(ParityFailure, match="not faithful"):
-        validate(tiny_runs["mlp"], [other / "exports" / "mlp_fp32.tflite"], ValidateOptions(), say=lambda m: None)
+    summary = validate(tiny_runs["mlp"], [other / "exports" / "mlp_fp32.tflite"], ValidateOptions(),
+                       say=lambda m: None)
+    assert not summary["passed"] and summary["matrix"][0]["verdict"] == "FAIL"
+    assert "not faithful: mlp_fp32.tflite" in failure_message(summary)
 
 
 def test_int8_calibrated_on_wrong_data_fails(tiny_runs, tmp_path):
@@ -53,15 +54,17 @@ def test_int8_calibrated_on_wrong_data_fails(tiny_runs, tmp_path):
     records = export(tiny_runs["cnn"], targets, out=tmp_path / "bad",
                      options=ExportOptions(calibration=str(tmp_path / "wrong.npz")))
     lines = []
-    with pytest.raises(ParityFailure):
-        validate(tiny_runs["cnn"], [tmp_path / "bad" / records[0]["file"]], ValidateOptions(), say=lines.append)
+    summary = validate(tiny_runs["cnn"], [tmp_path / "bad" / records[0]["file"]], ValidateOptions(),
+                       say=lines.append)
+    assert not summary["passed"]
     assert any(line.strip().startswith("✗ probs") for line in lines)
 
 
 def test_mismatched_artifact_is_an_error_row_not_a_crash(tiny_runs, tiny_exports):
     lines = []
-    with pytest.raises(ParityFailure):
-        validate(tiny_runs["cnn"], [tiny_exports["mlp"] / "mlp_fp32.tflite"], ValidateOptions(), say=lines.append)
+    summary = validate(tiny_runs["cnn"], [tiny_exports["mlp"] / "mlp_fp32.tflite"], ValidateOptions(),
+                       say=lines.append)
+    assert not summary["passed"] and summary["matrix"][0]["verdict"] == "error"
     assert any("not exported from this model" in line for line in lines)
 
 

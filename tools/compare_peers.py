@@ -71,7 +71,7 @@ def accuracy(path: Path, run_dir: Path) -> tuple[float | None, str]:
 
 
 def latency(path: Path, threads: int) -> float | None:
-    from edgedl.bench import BenchOptions, bench
+    from edgedl.bench.run import BenchOptions, bench
 
     row = bench([path], BenchOptions(threads=[threads], min_time=1.0, warmup=50), say=lambda m: None)["results"][0]
     return row.get("p50_us")

@@ -48,9 +48,9 @@ def main() -> int:
     import keras
     import numpy as np
 
-    from edgedl.architectures import get
-    from edgedl.augment import shift_batch
     from edgedl.data import load_dataset
+    from edgedl.train.architectures.registry import get
+    from edgedl.train.augment import shift_batch
 
     backend = keras.backend.backend()
     if args.mixed_precision:

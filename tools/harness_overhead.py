@@ -62,7 +62,7 @@ def bare_p50(path: str, runs: int, warmup: int = 200) -> float:
 
 
 def harness_p50(path: str, runs: int) -> float:
-    from edgedl.bench import BenchOptions, bench
+    from edgedl.bench.run import BenchOptions, bench
 
     result = bench([path], BenchOptions(runs=runs, warmup=200), say=lambda m: None)["results"][0]
     if "error" in result:

@@ -93,7 +93,7 @@ def _fused_layers(model):
     for layer in layers:
         reason = unsupported_reason(layer)
         if reason:
-            from ..errors import ExportError
+            from ..core.errors import ExportError
 
             raise ExportError(f"layer {layer.name!r}: {reason}", hint="use --format onnx for this model")
     for layer in layers:
@@ -109,8 +109,8 @@ def converter_for(model):
     """A TFLiteConverter over a batch-1 SavedModel in which every LSTM is the fused op."""
     import tensorflow as tf
 
-    from ..errors import ExportError
-    from ..modelio import input_names, output_names
+    from ..core.errors import ExportError
+    from ..runners.modelio import input_names, output_names
 
     specs = []
     for tensor, name in zip(model.inputs, input_names(model), strict=True):

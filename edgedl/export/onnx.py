@@ -13,9 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ExportError
+from ..core.errors import ExportError
+from ..core.metrics import agreement
+from ..runners.modelio import input_names as names_in
+from ..runners.modelio import output_names as names_out
+from .plan import DEFAULT_OPSET
 
-DEFAULT_OPSET = 17
 RECIPES = ("static", "dynamic")
 
 
@@ -24,9 +27,6 @@ def convert(model, opset: int = DEFAULT_OPSET) -> bytes:
     import onnx
     import tensorflow as tf
     import tf2onnx
-
-    from ..modelio import input_names as names_in
-    from ..modelio import output_names as names_out
 
     input_names, output_names = names_in(model), names_out(model)
     signature = [tf.TensorSpec([None, *t.shape[1:]], t.dtype, name=name)
@@ -145,24 +145,19 @@ class _Reader:
 
 
 def _score(float_bytes: bytes, quant_bytes: bytes, calibration, input_names) -> dict:
-    import onnxruntime as ort
+    """Size, agreement with float on the calibration samples, and single-sample p50 latency."""
+    from ..runners.onnxrt import OnnxRuntimeRunner
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    float_session = ort.InferenceSession(float_bytes, options, providers=["CPUExecutionProvider"])
-    quant_session = ort.InferenceSession(quant_bytes, options, providers=["CPUExecutionProvider"])
-    feed = {name: x.astype(np.float32) for name, x in zip(input_names, calibration, strict=True)}
-    reference = float_session.run(None, feed)[0]
-    candidate = quant_session.run(None, feed)[0]
-    agreement = float(np.mean(np.argmax(reference, -1) == np.argmax(candidate, -1)))
-    one = {name: x[:1] for name, x in feed.items()}
+    reference = OnnxRuntimeRunner(float_bytes).infer(calibration)[0]
+    runner = OnnxRuntimeRunner(quant_bytes)
+    candidate = runner.infer(calibration)[0]
+    one = runner.prepare([x[:1] for x in calibration])
     for _ in range(20):
-        quant_session.run(None, one)
+        runner.step(one)
     times = []
     for _ in range(200):
         start = time.perf_counter()
-        quant_session.run(None, one)
+        runner.step(one)
         times.append(time.perf_counter() - start)
-    return {"size": len(quant_bytes), "agreement": agreement, "p50_us": float(np.median(times) * 1e6)}
-
-
+    return {"size": len(quant_bytes), "agreement": agreement(reference, candidate),
+            "p50_us": float(np.median(times) * 1e6)}

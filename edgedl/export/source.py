@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ModelError
+from ..core.errors import ModelError
+from ..core.files import sha256_file
+from ..core.layout import EXPORTS, MANIFEST, load_run
 
 
 @dataclass
@@ -21,9 +23,6 @@ class Source:
 
 
 def resolve_source(spec: str | Path, options) -> Source:
-    from ..files import sha256_file
-    from ..train import MANIFEST, load_run
-
     path = Path(spec)
     if path.is_dir():
         if not (path / MANIFEST).exists():
@@ -38,7 +37,7 @@ def resolve_source(spec: str | Path, options) -> Source:
             run_dir=str(path),
             calibration_path=options.calibration or (str(path / calibration["file"]) if calibration else None),
             calibration_sha256=None if options.calibration else calibration.get("sha256"),
-            default_out=str(path / "exports"),
+            default_out=str(path / EXPORTS),
             model_sha256=manifest["model"]["sha256"],
         )
     if not path.exists():
@@ -52,6 +51,6 @@ def resolve_source(spec: str | Path, options) -> Source:
         run_dir=None,
         calibration_path=options.calibration,
         calibration_sha256=None,
-        default_out=str(path.parent / "exports"),
+        default_out=str(path.parent / EXPORTS),
         model_sha256=sha256_file(path),
     )

@@ -12,31 +12,33 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from ..errors import ExportError
-
-PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
-IO_TYPES = ("float", "int8", "uint8")
+from ..core.errors import ExportError
+from ..runners.modelio import input_names
 
 
 def convert(model, precision: str, calibration: list[np.ndarray] | None, io: str = "int8",
             allow_flex: bool = False) -> bytes:
     """Return the ``.tflite`` bytes of ``model`` at ``precision``."""
-    import tensorflow as tf
-
     from . import fused_lstm
 
-    if fused_lstm.has_lstm(model):
-        converter = fused_lstm.converter_for(model)
-    else:
-        converter = tf.lite.TFLiteConverter.from_keras_model(with_batch_one(model))
-    from ..modelio import input_names
-
-    _configure(converter, precision, calibration, io, allow_flex, input_names(model))
+    converter = converter_for(model)
+    configure(converter, precision, calibration, io, allow_flex, input_names(model))
     try:
         blob = converter.convert()
     except Exception as exc:  # the converter raises ConverterError / RuntimeError with MLIR text
         raise ExportError(f"TFLite {precision} conversion failed: {_first_error_line(exc)}") from exc
     return fused_lstm.without_cell_clip(blob) if fused_lstm.has_lstm(model) else blob
+
+
+def converter_for(model):
+    """An unconfigured TFLiteConverter over the batch-1 model (LSTMs through the fused op)."""
+    import tensorflow as tf
+
+    from . import fused_lstm
+
+    if fused_lstm.has_lstm(model):
+        return fused_lstm.converter_for(model)
+    return tf.lite.TFLiteConverter.from_keras_model(with_batch_one(model))
 
 
 def with_batch_one(model):
@@ -53,8 +55,9 @@ def with_batch_one(model):
     return keras.Model(inputs, outputs, name=model.name)
 
 
-def _configure(converter, precision: str, calibration, io: str, allow_flex: bool,
-               names: list[str] | None = None) -> None:
+def configure(converter, precision: str, calibration, io: str, allow_flex: bool,
+              names: list[str] | None = None) -> None:
+    """Set the converter's optimizations, representative data, op sets and I/O types for ``precision``."""
     import tensorflow as tf
 
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS]

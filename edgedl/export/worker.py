@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import data as data_lib
-from .._env import import_keras, library_versions, quiet_output
-from ..errors import DataError, ExportError
-from ..files import atomic_path, sha256_file, write_json
-from . import MIN_CALIBRATION, SUFFIX
+from ..core.env import import_keras, library_versions, quiet_output
+from ..core.errors import ExportError
+from ..core.files import atomic_path, write_json
+from ..core.layout import SUFFIX, sidecar_path
+from ..runners.modelio import input_names
+from .calibration import load_calibration
 
 _CACHE: dict = {}
 
@@ -52,13 +53,13 @@ def _convert_target(src: dict, target: dict, out_dir: Path, options: dict) -> di
     if record.get("stateful"):
         record["notes"] = ["stateful: reset variable tensors (interpreter.reset_all_variables()) before every "
                            "inference; the fused LSTM keeps h/c between invokes"]
-    write_json(path.with_name(path.name + ".json"), record)
+    write_json(sidecar_path(path), record)
     return record
 
 
 def _write_checked(path: Path, blob: bytes, options: dict) -> dict:
     """Write atomically, but only after the runtime loads the bytes and they use allowed ops."""
-    from ..inspect import describe
+    from ..runners.describe import describe
 
     with atomic_path(path) as tmp:
         tmp.write_bytes(blob)
@@ -75,7 +76,7 @@ def _write_checked(path: Path, blob: bytes, options: dict) -> dict:
 def _model(src: dict, options: dict):
     key = (src["model_path"], repr(options["input_shapes"]), options["seq_len"])
     if key not in _CACHE:
-        from ..modelio import load_keras_model
+        from ..runners.modelio import load_keras_model
 
         model = load_keras_model(src["model_path"], safe_mode=not options["unsafe"])
         _CACHE.clear()
@@ -106,34 +107,11 @@ def _calibration(src: dict, options: dict, model) -> tuple[list[np.ndarray], dic
                           hint="pass --calibration data.npz (key x, or one key per input name)")
     key = ("calibration", path, options["calibration_samples"])
     if key not in _CACHE:
-        _CACHE[key] = _load_calibration(path, options["calibration_samples"], model)
+        _CACHE[key] = load_calibration(path, options["calibration_samples"], model)
     arrays, info = _CACHE[key]
     if src["calibration_sha256"]:
         info = {**info, "recorded_sha256": src["calibration_sha256"]}
     return arrays, info
-
-
-def _load_calibration(path: str, samples: int | None, model) -> tuple[list[np.ndarray], dict]:
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {k: archive[k] for k in archive.files}
-    names = [t.name.split(":")[0] for t in model.inputs]
-    if all(name in arrays for name in names):
-        raw = [arrays[name] for name in names]
-    elif len(names) == 1:
-        x, _ = data_lib.load_samples_npz(path, "calibration file")
-        raw = [x]
-    else:
-        raise DataError(f"calibration file {path} needs one array per model input: {', '.join(names)}")
-    count = min(len(r) for r in raw)
-    if samples:
-        count = min(count, samples)
-    if count < MIN_CALIBRATION:
-        raise DataError(f"calibration set {path} has {count} samples; int8 needs at least {MIN_CALIBRATION} "
-                        "(a few hundred is typical)", hint="pass --calibration with more samples")
-    fitted = [data_lib.fit_to_input(r[:count], tuple(t.shape[1:]), "calibration")
-              for r, t in zip(raw, model.inputs, strict=True)]
-    info = {"path": path, "sha256": sha256_file(path), "count": count}
-    return fitted, info
 
 
 def _onnx_bytes(src: dict, model, precision: str, calibration, options: dict) -> tuple[bytes, dict]:
@@ -146,8 +124,7 @@ def _onnx_bytes(src: dict, model, precision: str, calibration, options: dict) ->
     extra = {"opset": options["opset"]}
     if precision == "fp32":
         return float_bytes, extra
-    names = [t.name.split(":")[0] for t in model.inputs]
-    blob, quant = onnx_export.quantize(float_bytes, calibration[0], names, options["onnx_quant"])
+    blob, quant = onnx_export.quantize(float_bytes, calibration[0], input_names(model), options["onnx_quant"])
     return blob, {**extra, "onnx_quantization": quant}
 
 
@@ -192,7 +169,7 @@ def preflight(src: dict, targets: list[dict], options: dict) -> dict:
 
 
 def _preflight(src: dict, targets: list[dict], options: dict) -> dict:
-    from ..errors import EdgedlError
+    from ..core.errors import EdgedlError
 
     findings = []
     model = _model(src, options)

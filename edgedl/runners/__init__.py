@@ -1,31 +1,35 @@
-"""Runners: one per backend, all with the same ``infer`` (see base.py). Backends load lazily."""
+"""Runners: one per backend, all with the same public face (see base.py). Backends load lazily.
+
+``open_runner`` is the one place a file is mapped to its backend; every caller (validate, bench's
+child process, bundle, drift, ONNX recipe scoring) goes through it or a Runner's public methods.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..core.layout import format_of
 from .base import Runner, TensorInfo, dequantize, quantize
 
 BACKENDS = {"tflite": "litert", "onnx": "onnxruntime", "keras": "keras"}
 
 
 def backend_for(path: str | Path) -> str:
-    """The runner for a file, by its suffix (the one place suffixes are mapped: edgedl.inspect)."""
-    from ..inspect import format_of
-
+    """The runner for a file, by its suffix."""
     return BACKENDS[format_of(path)]
 
 
-def open_runner(path: str | Path, threads: int = 1, xnnpack: bool = True, safe_mode: bool = True,
-                isolated: bool = True) -> Runner:
-    """A runner for ``path``, chosen by its suffix.
+def open_runner(path: str | Path, threads: int | None = 1, xnnpack: bool = True, safe_mode: bool = True,
+                isolated: bool = True, backend: str | None = None) -> Runner:
+    """A runner for ``path``, chosen by its suffix unless ``backend`` names one.
 
-    ``isolated`` first loads .tflite/.onnx files in a child process (edgedl.isolation), so a file
+    ``isolated`` first loads .tflite/.onnx files in a child process (runners.isolation), so a file
     that crashes the native runtime becomes an ArtifactError instead of killing this process.
+    ``threads`` None (or 0) keeps the runtime's own default, as an app that sets nothing gets.
     """
-    backend = backend_for(path)
+    backend = backend or backend_for(path)
     if isolated and backend != "keras":
-        from ..isolation import probe
+        from .isolation import probe
 
         probe(path)
     if backend == "litert":
@@ -38,7 +42,7 @@ def open_runner(path: str | Path, threads: int = 1, xnnpack: bool = True, safe_m
         return OnnxRuntimeRunner(path, threads=threads)
     from .keras import KerasRunner
 
-    return KerasRunner(path, safe_mode=safe_mode)
+    return KerasRunner(path, safe_mode=safe_mode, threads=threads)
 
 
 __all__ = ["Runner", "TensorInfo", "open_runner", "backend_for", "quantize", "dequantize"]

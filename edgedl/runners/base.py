@@ -1,8 +1,15 @@
 """One Runner interface for every backend: float inputs in, float outputs out.
 
-The public ``infer`` checks the inputs against the model's declared I/O, quantizes int8/uint8
-inputs and dequantizes outputs with each tensor's scale and zero point, and leaves only loading
-and running to the backend hook ``_run``.
+The public face, used by every caller (validate, bench's child, bundle, drift, export's recipe
+scoring):
+
+- ``infer(inputs)``: float arrays in, float arrays out, whole batches;
+- ``prepare(inputs)`` → feeds in the model's own dtypes (quantized with each tensor's scale and
+  zero point), ``run(feeds)`` → raw outputs in the model's dtypes, ``dequantize(raw)`` → floats;
+- ``step(feeds)``: one call on prepared feeds, the unit a benchmark times;
+- ``set_batch(n)``: resize a fixed-batch model where the runtime allows it.
+
+A backend implements only loading and ``_run`` (and, where it differs, ``_step``).
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import DataError
+from ..core.errors import DataError, EdgedlError
 
 
 @dataclass(frozen=True)
@@ -42,24 +49,93 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 
 
 class Runner:
-    """Load a model once, then ``infer`` batches of float inputs. Subclasses implement ``_run``."""
+    """Load a model once, then run batches. Subclasses implement ``_run`` (and may override ``_step``)."""
 
     backend = "base"
 
     def __init__(self) -> None:
         self.inputs: list[TensorInfo] = []
         self.outputs: list[TensorInfo] = []
+        self.stateful = False  # ops that keep state between invokes: reset before every inference
+        self._open = True
+
+    @property
+    def library(self) -> str:
+        """The runtime package that executes the model (LiteRT may fall back to another)."""
+        return self.backend
+
+    # ------------------------------------------------------------ the public face
 
     def infer(self, inputs: list[np.ndarray] | np.ndarray) -> list[np.ndarray]:
         """Run a batch. ``inputs`` holds one float array per model input, batch axis first."""
+        return self.dequantize(self.run(self.prepare(inputs)))
+
+    def prepare(self, inputs: list[np.ndarray] | np.ndarray) -> list[np.ndarray]:
+        """Check float inputs against the model's declared I/O and convert them to its dtypes."""
         arrays = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
         self._check(arrays)
-        feeds = [self._to_model(x, spec) for x, spec in zip(arrays, self.inputs, strict=True)]
-        raw = self._run(feeds)
-        return [self._from_model(y, spec) for y, spec in zip(raw, self.outputs, strict=True)]
+        return [self.to_model(x, spec) for x, spec in zip(arrays, self.inputs, strict=True)]
+
+    def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
+        """Prepared feeds in, the model's raw outputs (its own dtypes) out."""
+        self._require_open()
+        return self._run(feeds)
+
+    def dequantize(self, raw: list[np.ndarray]) -> list[np.ndarray]:
+        return [self.from_model(y, spec) for y, spec in zip(raw, self.outputs, strict=True)]
+
+    def step(self, feeds: list[np.ndarray]) -> None:
+        """One inference on prepared feeds, outputs left in the runtime: what a benchmark times."""
+        self._step(feeds)
+
+    def set_batch(self, batch: int) -> None:
+        """Make the model take ``batch`` samples per call; runtimes with a dynamic batch need nothing."""
+
+    @staticmethod
+    def to_model(x: np.ndarray, spec: TensorInfo) -> np.ndarray:
+        if spec.quantized:
+            return quantize(x, spec.scale, spec.zero_point, spec.dtype)
+        if spec.dtype.startswith(("int", "uint")):  # token ids (Embedding inputs) are integers, not scaled
+            return np.asarray(np.round(x), dtype=spec.dtype)
+        return np.asarray(x, dtype=spec.dtype if spec.dtype.startswith("float") else np.float32)
+
+    @staticmethod
+    def from_model(y: np.ndarray, spec: TensorInfo) -> np.ndarray:
+        if spec.quantized:
+            return dequantize(y, spec.scale, spec.zero_point)
+        return np.asarray(y, dtype=np.float32)
+
+    def describe(self) -> dict:
+        return {"backend": self.backend, "inputs": [t.as_dict() for t in self.inputs],
+                "outputs": [t.as_dict() for t in self.outputs]}
+
+    def close(self) -> None:
+        """Release the model; runners are also context managers."""
+        self._open = False
+        self._release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------ backend hooks
 
     def _run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _step(self, feeds: list[np.ndarray]) -> None:
+        self._run(feeds)
+
+    def _release(self) -> None:
+        """Drop the backend's session or interpreter."""
+
+    # ------------------------------------------------------------ checks
+
+    def _require_open(self) -> None:
+        if not self._open:
+            raise EdgedlError(f"{self.backend} runner was closed; open a new one")
 
     def _check(self, arrays: list[np.ndarray]) -> None:
         if len(arrays) != len(self.inputs):
@@ -73,30 +149,3 @@ class Runner:
                     f"{self.backend}: input {spec.name!r} expects samples of shape "
                     f"{tuple('?' if e is None else e for e in expected)}, got {tuple(x.shape[1:])}"
                 )
-
-    @staticmethod
-    def _to_model(x: np.ndarray, spec: TensorInfo) -> np.ndarray:
-        if spec.quantized:
-            return quantize(x, spec.scale, spec.zero_point, spec.dtype)
-        if spec.dtype.startswith(("int", "uint")):  # token ids (Embedding inputs) are integers, not scaled
-            return np.asarray(np.round(x), dtype=spec.dtype)
-        return np.asarray(x, dtype=spec.dtype if spec.dtype.startswith("float") else np.float32)
-
-    @staticmethod
-    def _from_model(y: np.ndarray, spec: TensorInfo) -> np.ndarray:
-        if spec.quantized:
-            return dequantize(y, spec.scale, spec.zero_point)
-        return np.asarray(y, dtype=np.float32)
-
-    def describe(self) -> dict:
-        return {"backend": self.backend, "inputs": [t.as_dict() for t in self.inputs],
-                "outputs": [t.as_dict() for t in self.outputs]}
-
-    def close(self) -> None:
-        """Release the model; runners are also context managers."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from .base import Runner, TensorInfo
+from .modelio import output_names
 
 CHUNK = 256
 
 
-def _tensor_info(tensor) -> TensorInfo:
+def _tensor_info(tensor, name: str | None = None) -> TensorInfo:
     return TensorInfo(
-        name=tensor.name.split(":")[0],
+        name=name or tensor.name.split(":")[0],
         shape=tuple(None if d is None else int(d) for d in tensor.shape),
         dtype=str(tensor.dtype),
     )
@@ -26,18 +27,18 @@ def _tensor_info(tensor) -> TensorInfo:
 class KerasRunner(Runner):
     backend = "keras"
 
-    def __init__(self, model_or_path, safe_mode: bool = True):
+    def __init__(self, model_or_path, safe_mode: bool = True, threads: int | None = None):
         super().__init__()
+        if threads:
+            _limit_threads(threads)
         if isinstance(model_or_path, (str, Path)):
-            from ..modelio import load_keras_model
+            from .modelio import load_keras_model
 
             model_or_path = load_keras_model(model_or_path, safe_mode=safe_mode)
         self.model = model_or_path
         self.inputs = [_tensor_info(t) for t in self.model.inputs]
-        from ..modelio import output_names
-
-        self.outputs = [TensorInfo(name, info.shape, info.dtype) for name, info in
-                        zip(output_names(self.model), map(_tensor_info, self.model.outputs), strict=True)]
+        self.outputs = [_tensor_info(t, name) for t, name in
+                        zip(self.model.outputs, output_names(self.model), strict=True)]
 
     def _run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         count = len(feeds[0])
@@ -48,5 +49,18 @@ class KerasRunner(Runner):
             parts.append([np.asarray(r) for r in (result if isinstance(result, (list, tuple)) else [result])])
         return [np.concatenate([p[k] for p in parts]) for k in range(len(self.outputs))]
 
-    def close(self) -> None:
+    def _step(self, feeds: list[np.ndarray]) -> None:
+        self.model.predict_on_batch(feeds if len(feeds) > 1 else feeds[0])
+
+    def _release(self) -> None:
         self.model = None
+
+
+def _limit_threads(threads: int) -> None:
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:
+        # TensorFlow fixes its pools at first use; a process that already ran TF keeps them.
+        pass

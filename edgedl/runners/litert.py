@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArtifactError, RuntimeMissing
+from ..core.errors import ArtifactError, RuntimeMissing
 from .base import Runner, TensorInfo
 
 # Ops that keep state between invokes: callers must reset variable tensors before each inference.
@@ -58,7 +58,8 @@ def open_interpreter(path: str | Path, threads: int | None = 1, xnnpack: bool = 
     return interpreter
 
 
-def _tensor_info(detail: dict) -> TensorInfo:
+def tensor_info(detail: dict) -> TensorInfo:
+    """The one parser of LiteRT's tensor details (shape signature, dtype, scale, zero point)."""
     scale, zero_point = detail.get("quantization", (0.0, 0))
     signature = detail.get("shape_signature", detail["shape"])
     return TensorInfo(
@@ -70,6 +71,11 @@ def _tensor_info(detail: dict) -> TensorInfo:
     )
 
 
+def op_names(interpreter) -> list[str]:
+    """Every operator of the model, in execution order (builtin names, e.g. CONV_2D)."""
+    return [op["op_name"] for op in interpreter._get_ops_details()]
+
+
 class LiteRTRunner(Runner):
     backend = "litert"
 
@@ -77,39 +83,67 @@ class LiteRTRunner(Runner):
         super().__init__()
         self.path = Path(path)
         self.interpreter = open_interpreter(path, threads, xnnpack)
-        self.library = interpreter_module()[1]
+        self._library = interpreter_module()[1]
         self._in = self.interpreter.get_input_details()
         self._out = self.interpreter.get_output_details()
-        self.inputs = [_tensor_info(d) for d in self._in]
-        self.outputs = [_tensor_info(d) for d in self._out]
-        ops = {op["op_name"] for op in self.interpreter._get_ops_details()}
-        self.stateful = bool(ops & STATEFUL_OPS)
-        self._fix_batch_one()
+        self.inputs = [tensor_info(d) for d in self._in]
+        self.outputs = [tensor_info(d) for d in self._out]
+        self.stateful = bool(set(op_names(self.interpreter)) & STATEFUL_OPS)
+        self._fed = None
+        self.set_batch(1)  # samples go through one by one, as on a device
 
-    def _fix_batch_one(self) -> None:
-        """Dynamic-batch models are resized to batch 1: samples go through one by one."""
-        for detail in self._in:
-            if list(detail["shape"][:1]) != [1]:
-                self.interpreter.resize_tensor_input(detail["index"], [1, *detail["shape"][1:]])
-        self.interpreter.allocate_tensors()
+    @property
+    def library(self) -> str:
+        return self._library
+
+    def set_batch(self, batch: int) -> None:
+        if all(list(d["shape"][:1]) == [batch] for d in self._in):
+            return
+        try:
+            for detail in self._in:
+                self.interpreter.resize_tensor_input(detail["index"], [batch, *detail["shape"][1:]])
+            self.interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as exc:
+            raise ArtifactError(f"{self.path.name} has a fixed batch of {self._in[0]['shape'][0]} and cannot run "
+                                f"batch {batch} (edgedl's TFLite exports are batch 1, as devices run them; ONNX "
+                                "exports take any batch)") from exc
+        self._in = self.interpreter.get_input_details()
+        self._out = self.interpreter.get_output_details()
+        self._fed = None
 
     def _run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         count = len(feeds[0])
         results = [np.empty((count, *d["shape"][1:]), dtype=d["dtype"]) for d in self._out]
         for i in range(count):
-            outputs = self.invoke_one([x[i : i + 1] for x in feeds])
-            for store, value in zip(results, outputs, strict=True):
-                store[i] = value[0]
+            self._invoke([x[i : i + 1] for x in feeds])
+            for store, detail in zip(results, self._out, strict=True):
+                store[i] = self.interpreter.get_tensor(detail["index"])[0]
+        self._fed = None
         return results
 
-    def invoke_one(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
-        """One already-quantized sample through the interpreter (the benchmark's unit of work)."""
+    def _invoke(self, feeds: list[np.ndarray]) -> None:
         if self.stateful:
             self.interpreter.reset_all_variables()
         for detail, x in zip(self._in, feeds, strict=True):
             self.interpreter.set_tensor(detail["index"], x)
         self.interpreter.invoke()
-        return [self.interpreter.get_tensor(d["index"]) for d in self._out]
 
-    def close(self) -> None:
+    def _step(self, feeds: list[np.ndarray]) -> None:
+        """What benchmark_model times: invoke(), plus the state reset a stateful model needs every call.
+
+        A benchmark feeds the same input every call, so it is set on the first call only;
+        reading outputs is left out, as in benchmark_model.
+        """
+        if self._fed is not feeds:
+            for detail, x in zip(self._in, feeds, strict=True):
+                self.interpreter.set_tensor(detail["index"], x)
+            self._fed = feeds
+        if self.stateful:
+            self.interpreter.reset_all_variables()
+        self.interpreter.invoke()
+
+    def ops(self) -> list[str]:
+        return op_names(self.interpreter)
+
+    def _release(self) -> None:
         self.interpreter = None

@@ -6,31 +6,34 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArtifactError, RuntimeMissing
+from ..core.errors import ArtifactError, RuntimeMissing
 from .base import Runner, TensorInfo
 
 CHUNK = 256
 
 
-def make_session(path: str | Path, threads: int = 1):
+def make_session(model: str | Path | bytes, threads: int | None = 1):
+    """A CPU session over a file or serialized model bytes."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
         raise RuntimeMissing("onnxruntime is not installed", hint="pip install onnxruntime==1.32.0") from exc
     options = ort.SessionOptions()
-    if threads:  # 0 keeps onnxruntime's default (one thread per core), as a user who sets nothing gets
+    if threads:  # None/0 keep onnxruntime's default (one thread per core), as a user who sets nothing gets
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    source = model if isinstance(model, bytes) else str(model)
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/InvalidProtobuf types
-        raise ArtifactError(f"{path} is not a loadable ONNX model: {' '.join(str(exc).split())[:200]}") from exc
+        where = "the model" if isinstance(model, bytes) else model
+        raise ArtifactError(f"{where} is not a loadable ONNX model: {' '.join(str(exc).split())[:200]}") from exc
 
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int8)": "int8",
               "tensor(uint8)": "uint8", "tensor(int64)": "int64", "tensor(int32)": "int32",
-              "tensor(double)": "float64"}
+              "tensor(double)": "float64", "tensor(bool)": "bool"}
 
 
 def _tensor_info(arg) -> TensorInfo:
@@ -38,13 +41,27 @@ def _tensor_info(arg) -> TensorInfo:
     return TensorInfo(name=arg.name, shape=shape, dtype=_ORT_TYPES.get(arg.type, arg.type))
 
 
+def with_every_tensor(model_bytes: bytes) -> bytes:
+    """The same graph with every intermediate tensor also exposed as an output (for per-layer drift)."""
+    import onnx
+
+    model = onnx.load_from_string(model_bytes)
+    existing = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        for name in node.output:
+            if name and name not in existing:
+                model.graph.output.append(onnx.ValueInfoProto(name=name))
+                existing.add(name)
+    return model.SerializeToString()
+
+
 class OnnxRuntimeRunner(Runner):
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int = 1):
+    def __init__(self, model: str | Path | bytes, threads: int | None = 1):
         super().__init__()
-        self.path = Path(path)
-        self.session = make_session(path, threads)
+        self.path = None if isinstance(model, bytes) else Path(model)
+        self.session = make_session(model, threads)
         self.inputs = [_tensor_info(a) for a in self.session.get_inputs()]
         self.outputs = [_tensor_info(a) for a in self.session.get_outputs()]
         self._names = [t.name for t in self.inputs]
@@ -55,10 +72,12 @@ class OnnxRuntimeRunner(Runner):
         count = len(feeds[0])
         parts = [self.session.run(None, dict(zip(self._names, [x[i : i + self._chunk] for x in feeds], strict=True)))
                  for i in range(0, count, self._chunk)]
-        return [np.concatenate([p[k] for p in parts]) for k in range(len(self.outputs))]
+        if len(parts) == 1:  # also keeps outputs without a batch axis (shapes, scalars) as they are
+            return [np.asarray(value) for value in parts[0]]
+        return [np.concatenate([np.asarray(p[k]) for p in parts]) for k in range(len(self.outputs))]
 
-    def run_raw(self, feed: dict) -> list[np.ndarray]:
-        return self.session.run(None, feed)
+    def _step(self, feeds: list[np.ndarray]) -> None:
+        self.session.run(None, dict(zip(self._names, feeds, strict=True)))
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self.session = None

@@ -1,0 +1,1 @@
+"""``edgedl bench``: latency, start-up, memory and size of artifacts, each measured in a fresh process."""

@@ -1,0 +1,368 @@
+"""The subcommands of ``edgedl``. Each parses its options, calls one library function, prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..core.errors import EdgedlError, GateFailure, ParityFailure
+from ..data import DEFAULT_DATA, builtin_names
+from ..export.plan import DEFAULT_OPSET, IO_TYPES, ONNX_QUANT_RECIPES, OPSET_RANGE
+from .group import cli, csv_list, int_list
+
+
+@cli.command()
+@click.argument("recipe", required=False, metavar="[RECIPE.toml]")
+@click.option("--model", "-m", default=None,
+              help="Architecture name (mlp, cnn, lstm, lstm_seq), file.py:function, or a .keras file. [default: cnn]")
+@click.option("--data", "-d", default=None,
+              help=f"Built-in data ({', '.join(builtin_names())}), a Keras dataset name if cached, an .npz with "
+                   f"x_train/y_train[/x_test/y_test], or an image folder (one sub-folder per class). [default: {DEFAULT_DATA}]")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Maximum epochs (early stopping may end sooner).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Per-replica batch size.")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate.")
+@click.option("--augment", type=click.Choice(["none", "shift"]), default=None,
+              help="Input-pipeline augmentation (never inside the exported model).")
+@click.option("--seed", type=int, default=None, help="Seed for split, init, shuffling, augmentation. [default: 0]")
+@click.option("--calibration-samples", type=click.IntRange(min=1), default=None,
+              help="Training samples saved for int8 calibration. [default: 200]")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+              help="auto uses a GPU whenever TensorFlow sees one.")
+@click.option("--strategy", type=click.Choice(["auto", "none", "mirrored", "multiworker"]), default="auto",
+              show_default=True, help="tf.distribute strategy; multiworker reads TF_CONFIG.")
+@click.option("--mixed-precision", is_flag=True, help="mixed_float16 on GPU (output layer stays float32).")
+@click.option("--unsafe", is_flag=True, help="Load a .keras --model with safe mode off (runs code inside it).")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder for model.keras + manifest.json. [default: runs/<model>]")
+def train(recipe, model, data, epochs, batch_size, learning_rate, augment, seed, calibration_samples,
+          device, strategy, mixed_precision, unsafe, out):
+    """Train a model and write OUT/model.keras plus OUT/manifest.json.
+
+    \b
+    Examples:
+      edgedl train --model cnn --out runs/cnn
+      edgedl train models/lstm.toml
+      edgedl train --model my_arch.py:build --data my_data.npz --epochs 5
+    """
+    from ..recipe import train_config
+
+    config = train_config(recipe=recipe, model=model, data=data, epochs=epochs, batch_size=batch_size,
+                          learning_rate=learning_rate, augment=augment, seed=seed,
+                          calibration_samples=calibration_samples, device=device, strategy=strategy,
+                          mixed_precision=mixed_precision, unsafe=unsafe, out=out)
+    from ..train.fit import train as run_training
+
+    click.echo(f"training {config.model} on {config.data} → {config.out}", err=True)
+    manifest = run_training(config)
+    metrics = manifest["metrics"]
+    if not manifest.get("chief", True):
+        click.echo(f"worker done (not the chief; no files written): test accuracy {metrics['test_accuracy']:.4f}")
+        return
+    click.echo(
+        f"test accuracy {metrics['test_accuracy']:.4f} (val {metrics['val_accuracy']:.4f}, "
+        f"{metrics['epochs_run']} epochs, {manifest['training']['time_s']:.1f} s on "
+        f"{', '.join(manifest['training']['devices']) or 'cpu'})"
+    )
+    click.echo(f"wrote {config.out / 'model.keras'} and {config.out / 'manifest.json'}")
+
+
+def _parse_shapes(values: tuple[str, ...]) -> dict:
+    """``28,28`` for a single input, or ``name=28,28`` per input."""
+    shapes = {}
+    for value in values:
+        name, _, dims = value.rpartition("=")
+        try:
+            shapes[name or "*"] = [int(d) for d in dims.replace("x", ",").split(",") if d.strip()]
+        except ValueError as exc:
+            raise click.BadParameter(f"expected sizes like 28,28 or name=28,28; got {value!r}",
+                                     param_hint="--input-shape") from exc
+    return shapes
+
+
+@cli.command()
+@click.argument("model", metavar="MODEL")
+@click.option("--format", "-f", "formats", default="tflite", show_default=True,
+              help="Comma-separated: tflite, onnx.")
+@click.option("--quantize", "-q", default="none", show_default=True,
+              help="Comma-separated: none (float32), fp16, dynamic (int8 weights), int8 (full integer).")
+@click.option("--io", type=click.Choice(IO_TYPES), default="int8", show_default=True,
+              help="Input/output type of full-integer TFLite models.")
+@click.option("--calibration", type=click.Path(dir_okay=False), default=None,
+              help="An .npz of representative inputs (key x, or one key per input). [default: the run's subset]")
+@click.option("--calibration-samples", type=click.IntRange(min=1), default=None,
+              help="Use at most this many calibration samples.")
+@click.option("--input-shape", multiple=True, help="Sizes for open dimensions, without batch: 28,28 or name=28,28.")
+@click.option("--seq-len", type=click.IntRange(min=1), default=None, help="Timesteps, for sequence inputs left open.")
+@click.option("--opset", type=click.IntRange(*OPSET_RANGE), default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
+@click.option("--onnx-quant", type=click.Choice(ONNX_QUANT_RECIPES), default="auto", show_default=True,
+              help="ONNX int8 recipe; auto measures both and keeps the best.")
+@click.option("--allow-flex", is_flag=True, help="Permit TF (Flex) ops in TFLite. Most runtimes cannot run them.")
+@click.option("--check", is_flag=True, help="Only report what would block the export; write nothing.")
+@click.option("--unsafe", is_flag=True, help="Load the .keras file with safe mode off (runs code inside it).")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the artifacts. [default: MODEL_DIR/exports]")
+def export(model, formats, quantize, io, calibration, calibration_samples, input_shape, seq_len, opset, onnx_quant,
+           allow_flex, check, unsafe, out):
+    """Convert MODEL (a .keras file or a training run folder) to TFLite and/or ONNX.
+
+    Each artifact gets a JSON sidecar (sha256, size, I/O tensors and quantization, op counts,
+    versions, calibration) and an entry in OUT/artifacts.json.
+
+    \b
+    Examples:
+      edgedl export runs/cnn --format tflite --quantize int8
+      edgedl export runs/lstm --format tflite,onnx --quantize none,fp16,dynamic,int8
+      edgedl export my.keras --check
+    """
+    from ..export import ExportOptions, plan_targets
+    from ..export import check as preflight
+    from ..export import export as run_export
+
+    targets, skipped = plan_targets(csv_list(formats), csv_list(quantize))
+    for note in skipped:
+        click.echo(f"skipped: {note}", err=True)
+    options = ExportOptions(io=io, calibration=calibration, calibration_samples=calibration_samples,
+                            input_shapes=_parse_shapes(input_shape), seq_len=seq_len, opset=opset,
+                            onnx_quant=onnx_quant, allow_flex=allow_flex, unsafe=unsafe)
+    if check:
+        report = preflight(model, targets, options)
+        for finding in report["findings"]:
+            mark = "✓" if finding["level"] == "ok" else "✗"
+            fix = f"  → {finding['fix']}" if finding["fix"] else ""
+            click.echo(f"{mark} {finding['message']}{fix}")
+        if not report["ok"]:
+            raise SystemExit(1)
+        return
+    records = run_export(model, targets, out=out, options=options, progress=lambda m: click.echo(m, err=True))
+    click.echo(f"wrote {len(records)} artifact(s) to {records[0]['out_dir']}")
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def inspect(files, as_json):
+    """Print I/O tensors, quantization, ops and size of .tflite or .onnx FILES (any, not only ours)."""
+    import json
+
+    from ..runners.describe import describe, render
+
+    infos = [describe(f) for f in files]
+    click.echo(json.dumps(infos, indent=2) if as_json else "\n\n".join(render(i) for i in infos))
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.argument("artifacts", nargs=-1)
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="An .npz of inputs (x, optional y) instead of the run's held-out split.")
+@click.option("--synthetic", type=click.IntRange(min=1), default=None,
+              help="Use N seeded random inputs in the calibration range (weaker evidence).")
+@click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="At most this many samples.")
+@click.option("--atol", type=float, default=None, help="Override the max absolute error allowed.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
+              help="Override the minimum top-1 agreement (0..1).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), default=None,
+              help="Override the largest accuracy drop allowed (0..1, e.g. 0.005 = 0.5 pp).")
+@click.option("--layers", is_flag=True, help="Also report per-layer drift of int8 artifacts.")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Worst layers to list.")
+@click.option("--reference", type=click.Path(), default=None,
+              help="Compare against a saved reference result (from --save-results) instead of running Keras.")
+@click.option("--save-results", type=click.Path(file_okay=False), default=None,
+              help="Save every runner's outputs (.npz + .json) here for later comparisons.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the JSON report (a .md table goes beside it). [default: ARTIFACT_DIR/validation.json]")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report to stdout.")
+@click.option("--unsafe", is_flag=True, help="Load the .keras file with safe mode off.")
+def validate(model, artifacts, data, synthetic, samples, atol, min_agreement, max_accuracy_drop, layers, top_k,
+             reference, save_results, report, as_json, unsafe):
+    """Prove that exported ARTIFACTS match MODEL (a run folder or .keras file).
+
+    ARTIFACTS are .tflite/.onnx files or folders of them [default: MODEL/exports]. Every output
+    of every artifact is measured and judged before the exit code is decided: 0 if all are
+    faithful, 1 if any is not, so it serves as a CI gate.
+
+    \b
+    Examples:
+      edgedl validate runs/cnn
+      edgedl validate runs/cnn runs/cnn/exports/cnn_int8.tflite --layers
+      edgedl validate runs/cnn --save-results ref/ && edgedl validate --reference ref/reference new.tflite
+    """
+    from ..validate.matrix import matrix_markdown
+    from ..validate.run import ValidateOptions, dumps, failure_message
+    from ..validate.run import validate as run_validate
+
+    if reference and model and not artifacts and not Path(model).is_dir():
+        artifacts, model = (model,), None
+    options = ValidateOptions(data=data, synthetic=synthetic, samples=samples, atol=atol,
+                              min_agreement=min_agreement, max_accuracy_drop=max_accuracy_drop, layers=layers,
+                              top_k=top_k, reference=reference, save_results=save_results, report=report,
+                              unsafe=unsafe)
+    say = (lambda m: click.echo(m, err=True)) if as_json else click.echo
+    summary = run_validate(model, list(artifacts), options, say=say)
+    if as_json:
+        click.echo(dumps(summary))  # printed whether or not the artifacts pass
+    else:
+        click.echo("\n" + matrix_markdown(summary["matrix"]))
+    failed = failure_message(summary)
+    if failed:
+        raise ParityFailure(f"{failed}; report: {summary['report_path']}")
+    if not as_json:
+        click.echo(f"\nall {len(summary['artifacts'])} artifact(s) faithful; report: {summary['report_path']}")
+
+
+@cli.command()
+@click.argument("artifacts", nargs=-1, required=True)
+@click.option("--threads", default="1", show_default=True, help="Comma-separated thread counts, e.g. 1,2,4.")
+@click.option("--batch", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,8.")
+@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True, help="Untimed runs first.")
+@click.option("--runs", type=click.IntRange(min=1), default=None, help="Timed runs (instead of --min-time).")
+@click.option("--min-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds of timed runs per measurement (at least 20 runs).")
+@click.option("--pin-cpu", default=None, help="Pin each measurement to these CPUs, e.g. 0 or 0,1 (small-device emulation).")
+@click.option("--backend", type=click.Choice(["litert", "onnxruntime", "keras"]), default=None,
+              help="Force a backend [default: by file suffix].")
+@click.option("--no-xnnpack", is_flag=True, help="LiteRT without its default XNNPACK delegate.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write results as JSON (schema: docs/BENCH_SCHEMA.md).")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None, help="Write results as CSV.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
+              help="Write PNG plots with this name stem (…_latency.png, …_tradeoff.png).")
+def bench(artifacts, threads, batch, warmup, runs, min_time, pin_cpu, backend, no_xnnpack, json_out, csv_out,
+          plot_out):
+    """Benchmark .tflite/.onnx ARTIFACTS (files or folders; a .keras file is the baseline).
+
+    Each measurement runs in a fresh process that imports only its runtime: init (import +
+    load + allocate), first inference, steady-state min/p50/p90/p99/mean/std, throughput, peak
+    RSS and its growth over the bare process. Defaults are what a phone or Pi app does: batch 1,
+    one thread.
+    """
+    from rich.console import Console
+
+    from ..bench.render import comparison_lines, plot, render_table, to_csv
+    from ..bench.run import BenchOptions
+    from ..bench.run import bench as run_bench
+    from ..core.files import write_json, write_text
+
+    options = BenchOptions(threads=int_list(threads, "--threads"), batches=int_list(batch, "--batch"), warmup=warmup,
+                           runs=runs, min_time=min_time, pin_cpu=int_list(pin_cpu, "--pin-cpu") or None,
+                           backend=backend, xnnpack=not no_xnnpack)
+    result = run_bench(list(artifacts), options, say=lambda m: click.echo(m, err=True))
+    Console(width=160).print(render_table(result))
+    for line in comparison_lines(result):
+        click.echo(line)
+    if json_out:
+        write_json(json_out, result)
+    if csv_out:
+        write_text(csv_out, to_csv(result))
+    if plot_out:
+        for path in plot(result, plot_out):
+            click.echo(f"plot: {path}")
+    failed = [r for r in result["results"] if "error" in r]
+    if failed:
+        raise EdgedlError(f"{len(failed)} of {len(result['results'])} measurement(s) failed: "
+                          + "; ".join(f"{r['artifact']}: {r['error']}" for r in failed))
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path())
+@click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Bundle folder to write.")
+@click.option("--labels", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="One class name per line, in output order. [default: the run's class names]")
+@click.option("--target", "targets", default="all", show_default=True,
+              help="Comma-separated: rpi, android, mcu, or all.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="Validation override (0..1).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), default=None, help="Validation override (0..1).")
+@click.option("--verify-on", type=click.Choice(["rpi-emulated"]), default=None,
+              help="Then run the bundle on an emulated Raspberry Pi 4 and 5 (see `edgedl device-check`).")
+def bundle(artifact, out, labels, targets, min_agreement, max_accuracy_drop, verify_on):
+    """Package a validated .tflite ARTIFACT for a Raspberry Pi, Android app or microcontroller.
+
+    The artifact is validated first and the bundle is refused if it is not faithful. The bundle
+    holds the model, labels.txt, manifest.json (I/O, quantization, preprocessing, state reset,
+    sha256, versions), golden vectors, the parity report, run.py (Pi, no TensorFlow), an Android
+    asset folder and a TFLite Micro C array.
+
+    \b
+    Example:
+      edgedl bundle runs/cnn/exports/cnn_int8.tflite --out bundles/cnn_int8
+      python bundles/cnn_int8/run.py --self-test
+    """
+    from ..deploy.bundle import bundle as run_bundle
+
+    overrides = {k: v for k, v in {"min_agreement": min_agreement, "max_accuracy_drop": max_accuracy_drop}.items()
+                 if v is not None}
+    run_bundle(artifact, out, labels=labels, targets=csv_list(targets), say=click.echo, tolerances=overrides)
+    if verify_on == "rpi-emulated":
+        from ..deploy.device_check import device_check as run_check
+
+        if not run_check(out, say=click.echo)["passed"]:
+            raise EdgedlError("the bundle does not behave on the emulated Raspberry Pi as on x86 (see above)")
+
+
+@cli.command()
+@click.argument("recipes", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/pipeline"),
+              show_default=True, help="Where runs, exports, bundles and the report go.")
+@click.option("--force", is_flag=True, help="Rerun every step, even those whose inputs are unchanged.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the recipes' epochs (quick runs).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), default=None, help="Gate (0..1).")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="Gate (0..1).")
+@click.option("--max-latency-ms", type=click.FloatRange(min=0), default=None, help="Gate on p50 latency.")
+@click.option("--max-size-kb", type=click.FloatRange(min=0), default=None, help="Gate on artifact size.")
+@click.option("--bench-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds of timed runs per artifact.")
+@click.option("--no-layers", is_flag=True, help="Skip per-layer drift of int8 artifacts.")
+def pipeline(recipes, out, force, epochs, max_accuracy_drop, min_agreement, max_latency_ms, max_size_kb,
+             bench_time, no_layers):
+    """Train → export → validate → bench → bundle → report, for each RECIPE.
+
+    RECIPES default to the seed models in models/ (mlp, cnn, lstm) on the built-in digits.
+    Steps whose inputs (model, data, settings, library versions) are unchanged are skipped.
+    Exits 1 and names the gate when a gate fails; junit.xml is written for CI systems.
+    """
+    from ..pipeline.gates import failed_gate_message
+    from ..pipeline.run import PipelineOptions
+    from ..pipeline.run import pipeline as run_pipeline
+
+    options = PipelineOptions(out=out, force=force, epochs=epochs, bench_min_time=bench_time, layers=not no_layers,
+                              gates={"max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement,
+                                     "max_latency_ms": max_latency_ms, "max_size_kb": max_size_kb})
+    summary = run_pipeline(list(recipes), options, say=click.echo)
+    click.echo(f"\nreport: {summary['report']}  (and {Path(summary['out']) / 'report.md'})")
+    message = failed_gate_message(summary)
+    if message:
+        raise GateFailure(f"gates failed: {message}")
+    click.echo(f"all gates pass ({summary['seconds']:.0f} s)")
+
+
+@cli.command("device-check")
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option("--profile", "profiles", default="rpi4,rpi5", show_default=True,
+              help="Emulated devices: rpi4 (Cortex-A72), rpi5 (Cortex-A76).")
+@click.option("--runtime", "runtimes", default="litert,tflite-runtime", show_default=True,
+              help="Interpreters to run under: litert (ai-edge-litert, numpy 2), tflite-runtime (2.14, numpy<2).")
+@click.option("--samples", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Held-out samples to compare, beside the golden vectors.")
+@click.option("--cache", type=click.Path(file_okay=False), default=None,
+              help="Where the emulated userland is kept. [default: ~/.cache/edgedl/rpi-emulated]")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
+def device_check(bundle, profiles, runtimes, samples, cache, json_out):
+    """Run BUNDLE on an emulated Raspberry Pi (aarch64, qemu-user) and compare with x86.
+
+    Sets up (once, cached) a Raspberry Pi OS 64-bit userland from Debian's arm64 packages and
+    PyPI's aarch64 wheels, pins the emulated CPU to the Pi's chip, proves the emulator on a known
+    int8 model, then runs the bundle's run.py --self-test and its outputs on the golden vectors
+    and held-out samples. Needs root (or sudo) once, to apt-get install qemu-user-static.
+    """
+    from ..core.files import write_json
+    from ..deploy.device_check import device_check as run_check
+
+    report = run_check(bundle, profiles=csv_list(profiles), runtimes=csv_list(runtimes), samples=samples, cache=cache,
+                       say=click.echo)
+    if json_out:
+        write_json(json_out, report)
+    if not report["passed"]:
+        raise EdgedlError("the bundle does not behave on the emulated device as on x86 (see above)")
+    click.echo(f"all {len(report['checks'])} emulated checks pass")

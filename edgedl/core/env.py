@@ -1,0 +1,121 @@
+"""Process-wide settings that must be in place before TensorFlow is imported."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import warnings
+
+_QUIET = {
+    # 3 hides INFO/WARNING/ERROR C++ logs; the Python-side errors still surface as exceptions.
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    # oneDNN reorders float sums, which makes same-seed training differ run to run and
+    # prints a banner; we want bit-identical weights for a seed.
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+    "KERAS_BACKEND": "tensorflow",
+}
+
+
+def quiet_tensorflow(verbose: bool = False) -> None:
+    """Silence TensorFlow's log noise unless the user asked for it (``--verbose``)."""
+    for key, value in _QUIET.items():
+        if verbose and key == "TF_CPP_MIN_LOG_LEVEL":
+            continue
+        os.environ.setdefault(key, value)
+    if not verbose:
+        os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+
+
+def import_tensorflow():
+    """Import TensorFlow quietly; raise RuntimeMissing with the install hint if absent."""
+    quiet_tensorflow(os.environ.get("EDGEDL_VERBOSE") == "1")
+    try:
+        import tensorflow as tf
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        from .errors import RuntimeMissing
+
+        raise RuntimeMissing(
+            f"TensorFlow is needed for this step but could not be imported: {exc}",
+            hint="pip install tensorflow-cpu==2.21.0",
+        ) from exc
+    import logging
+
+    tf.get_logger().setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    return tf
+
+
+def import_keras():
+    import_tensorflow()
+    import keras
+
+    return keras
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a result, without importing any of them."""
+    from importlib import metadata
+
+    names = [
+        "edgedl", "tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime",
+        "ai-edge-litert", "numpy", "protobuf",
+    ]
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    import platform
+
+    versions["python"] = platform.python_version()
+    return versions
+
+
+@contextlib.contextmanager
+def quiet_output():
+    """Silence the converter's C++ and Python chatter (it writes straight to fds 1 and 2)."""
+    if os.environ.get("EDGEDL_VERBOSE") == "1":
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "w") as devnull:
+        try:
+            os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+CPU_FLAGS = {"avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16",
+             "sse4_2", "f16c"}
+
+
+def machine_fingerprint() -> dict:
+    """The CPU, its SIMD flags and the system: what a latency figure must be read against."""
+    import platform
+
+    model, flags = "unknown", []
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name") and model == "unknown":
+                    model = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = sorted(set(line.split(":", 1)[1].split()) & CPU_FLAGS)
+                    break
+    except OSError:
+        pass
+    return {"cpu": model, "cpu_flags": flags, "cores": os.cpu_count(), "machine": platform.machine(),
+            "system": f"{platform.system()} {platform.release()}", "python": platform.python_version()}

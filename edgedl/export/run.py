@@ -1,0 +1,112 @@
+"""``edgedl export``: plan the requested (format, precision) targets and convert them.
+
+Conversions run in one worker process that imports TensorFlow and loads the model once. The
+converter can crash the process (a segfault in MLIR): then that one target is reported as a clean
+error naming the mode, a fresh worker takes the remaining targets, and nothing half-written stays.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import multiprocessing
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from ..core.errors import ExportError
+from ..core.files import ensure_writable_dir, read_json, write_json
+from ..core.layout import INDEX
+from .plan import ExportOptions, Target
+
+
+def export(source: str | Path, targets: list[Target], out: str | Path | None = None,
+           options: ExportOptions | None = None, progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Convert ``source`` (a .keras file or a training run folder) to each target.
+
+    Returns one record per target: the artifact's manifest entry, or ``{"error": ...}``.
+    Raises ExportError if any target failed, after all targets were tried.
+    """
+    from .source import resolve_source
+
+    options = options or ExportOptions()
+    src = resolve_source(source, options)
+    out_dir = ensure_writable_dir(out or src.default_out)
+    say = progress or (lambda message: None)
+    records = _run_jobs(src, targets, out_dir, options, say)
+    _update_index(out_dir, records)
+    failed = [r for r in records if "error" in r]
+    if failed:
+        raise ExportError("; ".join(f"{r['target']}: {r['error']}" for r in failed))
+    return records
+
+
+def check(source: str | Path, targets: list[Target], options: ExportOptions | None = None) -> dict:
+    """Preflight only: what would need a value, Flex ops, or is unsupported; nothing is written."""
+    from .source import resolve_source
+
+    options = options or ExportOptions()
+    src = resolve_source(source, options)
+    with _pool() as pool:
+        return pool.submit(_worker_check, asdict(src), [asdict(t) for t in targets], asdict(options)).result()
+
+
+def _pool() -> futures.ProcessPoolExecutor:
+    # spawn, not fork: the worker must not inherit a half-initialised TensorFlow or locks.
+    return futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _run_jobs(src, targets: list[Target], out_dir: Path, options: ExportOptions, say) -> list[dict]:
+    records = []
+    pool = _pool()
+    try:
+        for number, target in enumerate(targets, 1):
+            say(f"[{number}/{len(targets)}] {src.name}: {target.label} …")
+            future = pool.submit(_worker_convert, asdict(src), asdict(target), str(out_dir), asdict(options))
+            try:
+                record = future.result()
+            except futures.process.BrokenProcessPool:
+                record = {"target": target.label, "error": f"the converter crashed (process died) during "
+                          f"{target.label}; no file was written"}
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = _pool()
+            say(_summary(target, record))
+            records.append(record)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return records
+
+
+def _summary(target: Target, record: dict) -> str:
+    if "error" in record:
+        return f"    ✗ {target.label}: {record['error']}"
+    return f"    ✓ {record['file']}  {record['size']:,} B  {record['time_s']:.1f} s"
+
+
+def _update_index(out_dir: Path, records: list[dict]) -> None:
+    """artifacts.json lists every artifact in the folder; entries for re-exported files are replaced."""
+    index_path = out_dir / INDEX
+    index = read_json(index_path, "artifact index") if index_path.exists() else {"artifacts": []}
+    fresh = {r["file"]: r for r in records if "error" not in r}
+    kept = [a for a in index.get("artifacts", []) if a.get("file") not in fresh and (out_dir / a["file"]).exists()]
+    write_json(index_path, {"edgedl": "artifact-index/1", "artifacts": kept + list(fresh.values())})
+
+
+# ---------------------------------------------------------------- worker side (TensorFlow lives here)
+
+def _worker_convert(src: dict, target: dict, out_dir: str, options: dict) -> dict:
+    from ..core.errors import EdgedlError
+    from .worker import convert_target
+
+    label = f"{target['format']} {target['precision']}"
+    try:
+        return convert_target(src, target, Path(out_dir), options)
+    except EdgedlError as exc:
+        return {"target": label, "error": exc.one_line()}
+    except OSError as exc:  # a full disk or a file-size limit while writing the artifact
+        return {"target": label, "error": f"cannot write the artifact: {exc.strerror or exc}"}
+
+
+def _worker_check(src: dict, targets: list[dict], options: dict) -> dict:
+    from .worker import preflight
+
+    return preflight(src, targets, options)

@@ -1,0 +1,1 @@
+"""``edgedl pipeline``: train → export → validate → bench → bundle → report, incrementally, with gates."""

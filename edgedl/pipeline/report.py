@@ -1,0 +1,285 @@
+"""Pipeline reports: ``report.md``, a self-contained ``report.html`` (plots inlined), JUnit XML."""
+
+from __future__ import annotations
+
+import base64
+import html
+import platform
+from pathlib import Path
+from xml.etree import ElementTree
+
+import numpy as np
+
+from ..bench.render import latency_figure, pyplot, save_figure
+from ..core.env import machine_fingerprint
+from ..core.files import atomic_path, write_text
+from ..validate.matrix import matrix_markdown
+from .gates import rows
+
+PLOTS = "plots"
+
+
+# ---------------------------------------------------------------- tables
+
+def _fmt(value, spec: str, scale: float | None = None) -> str:
+    if value is None:
+        return "–"
+    return format(value * scale if scale else value, spec)
+
+
+SUMMARY_HEADER = ("| model | artifact | format | precision | size (KB) | accuracy | Δ acc (pp) | agreement | "
+                  "p50 (µs) | p99 (µs) | init (ms) | peak RSS (MB) | parity | gates |")
+
+
+def summary_table(summary: dict) -> str:
+    lines = [SUMMARY_HEADER, "|" + "---|" * 14]
+    for recipe in summary["recipes"]:
+        failed = {g["artifact"] for g in recipe["gates"] if not g["passed"]}
+        for r in rows(recipe["validation"], recipe["bench"]):
+            ship = " ★" if r["artifact"] == recipe["ship"] else ""
+            cells = [recipe["name"], r["artifact"] + ship, r["format"], r["precision"], _fmt(r["size"] / 1024, ",.1f"),
+                     _fmt(r.get("candidate_accuracy"), ".2%"), _fmt(r.get("accuracy_delta"), "+.2f", 100),
+                     _fmt(r.get("agreement"), ".2%"), _fmt(r.get("p50_us"), ".1f"), _fmt(r.get("p99_us"), ".1f"),
+                     _fmt(r.get("init_ms"), ".0f"), _fmt(r.get("peak_rss_mb"), ".0f"),
+                     "pass" if r["verdict"] == "pass" else f"**{r['verdict']}**",
+                     "**fail**" if r["artifact"] in failed else "pass"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _drift_section(recipe: dict) -> str:
+    drift = (recipe["validation"] or {}).get("drift") or {}
+    parts = []
+    for artifact, entry in drift.items():
+        if "error" in entry:
+            parts.append(f"- {artifact}: drift unavailable ({entry['error']})")
+            continue
+        worst = ", ".join(
+            f"{w['layer'] or w['tensor'][:40]} ({w['sqnr_db']:.1f} dB)" if w["metric"] == "sqnr_db"
+            else f"{w['layer'] or w['tensor'][:40]} ({w['score']:.2f} × scale)" for w in entry["worst"][:5])
+        parts.append(f"- {artifact} — worst layers by {entry['metric']}: {worst}")
+    return "\n".join(parts) or "- no int8 artifacts"
+
+
+def _environment(summary: dict) -> str:
+    machine = machine_fingerprint()
+    versions = ", ".join(f"{k} {v}" for k, v in summary["versions"].items())
+    return (f"- CPU: {machine['cpu']} ({machine['cores']} cores; {', '.join(machine['cpu_flags'])})\n"
+            f"- System: {machine['system']}, Python {platform.python_version()}\n- Libraries: {versions}")
+
+
+def _commands(summary: dict) -> str:
+    lines = ["```sh", f"edgedl pipeline {' '.join(r['recipe'] for r in summary['recipes'])} --out {summary['out']}"]
+    for recipe in summary["recipes"]:
+        run = recipe["run_dir"]
+        lines += [f"# {recipe['name']}, step by step",
+                  f"edgedl train {recipe['recipe']} --out {run}",
+                  f"edgedl export {run} --format tflite,onnx --quantize none,fp16,dynamic,int8",
+                  f"edgedl validate {run} --layers",
+                  f"edgedl bench {run}/exports"]
+        if recipe["ship"]:
+            lines.append(f"edgedl bundle {run}/exports/{recipe['ship']} --out {recipe['bundle']}")
+    lines.append("```")
+    return "\n".join(lines)
+
+
+def markdown(summary: dict, plots: dict) -> str:
+    verdict = "PASS" if summary["passed"] else "FAIL"
+    parts = [f"# edgedl pipeline report — {verdict}",
+             f"Finished in {summary['seconds']:.0f} s. ★ marks the artifact recommended to ship "
+             "(fastest faithful TFLite; smaller wins a near tie).",
+             "## Summary", summary_table(summary)]
+    for recipe in summary["recipes"]:
+        metrics, training = recipe["metrics"], recipe["training"]
+        parts += [f"## {recipe['name']}",
+                  f"Keras test accuracy {metrics['test_accuracy']:.2%} on {recipe['dataset']['sizes']['test']} "
+                  f"held-out samples ({metrics['epochs_run']} epochs, {training['time_s']:.0f} s on "
+                  f"{', '.join(training['devices'])}). Steps: "
+                  + ", ".join(f"{step} {_timing(t)}" for step, t in recipe["timings"].items()),
+                  "### Parity matrix", _parity_matrix(recipe), "### Per-layer drift (int8)", _drift_section(recipe)]
+        failed = [g for g in recipe["gates"] if not g["passed"]]
+        parts.append("### Gates\n" + ("\n".join(f"- ✗ {g['gate']}: {g['detail']}" for g in failed)
+                                       or f"- ✓ all {len(recipe['gates'])} gate checks pass"))
+        for error in recipe["errors"]:
+            parts.append(f"- ✗ {error}")
+    parts += ["## Plots"] + [f"![{name}]({PLOTS}/{path.name})" for name, path in plots.items()]
+    parts += ["## Environment", _environment(summary), "## Reproduce", _commands(summary)]
+    return "\n\n".join(parts) + "\n"
+
+
+def _timing(entry: dict) -> str:
+    if entry["skipped"]:
+        return f"skipped (unchanged; {entry.get('last_seconds', 0):.1f} s when it ran)"
+    return f"{entry['seconds']:.1f} s"
+
+
+def _parity_matrix(recipe: dict) -> str:
+    matrix = (recipe["validation"] or {}).get("matrix") or []
+    return matrix_markdown(matrix) if matrix else "_no validation results_"
+
+
+# ---------------------------------------------------------------- plots
+
+def _plots(out: Path, summary: dict) -> dict:
+    plt = pyplot()
+    folder = out / PLOTS
+    folder.mkdir(parents=True, exist_ok=True)
+    made = {}
+    for name, draw in (("tradeoff", _tradeoff), ("latency", _latency), ("training", _training)):
+        fig = draw(plt, summary)
+        if fig is not None:
+            made[name] = save_figure(plt, fig, folder / f"{name}.png", dpi=100)
+    return made
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats on both lower latency and higher accuracy."""
+    front = []
+    for i, (lat, acc) in enumerate(points):
+        dominated = any((l2 <= lat and a2 >= acc) and (l2 < lat or a2 > acc) for j, (l2, a2) in enumerate(points)
+                        if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def _tradeoff(plt, summary):
+    fig, ax = plt.subplots(figsize=(8, 5))
+    everything = []
+    for recipe in summary["recipes"]:
+        table = [r for r in rows(recipe["validation"], recipe["bench"])
+                 if r.get("p50_us") and r.get("candidate_accuracy") is not None]
+        if not table:
+            continue
+        sizes = np.array([r["size"] for r in table], float)
+        ax.scatter([r["p50_us"] for r in table], [r["candidate_accuracy"] * 100 for r in table],
+                   s=20 + 400 * sizes / max(sizes.max(), 1), alpha=0.55, label=recipe["name"])
+        for r in table:
+            ax.annotate(r["artifact"].split("_", 1)[-1], (r["p50_us"], r["candidate_accuracy"] * 100), fontsize=7)
+        everything += [(r["p50_us"], r["candidate_accuracy"] * 100) for r in table]
+    if not everything:
+        plt.close(fig)
+        return None
+    front = pareto_front(everything)
+    ax.plot([everything[i][0] for i in front], [everything[i][1] for i in front], "k--", lw=1, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("p50 latency, batch 1, 1 thread (µs, log)")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.set_title("Accuracy vs latency (marker area ∝ file size)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _latency(plt, summary):
+    measured = [r for recipe in summary["recipes"] for r in (recipe["bench"] or {}).get("results", [])
+                if r.get("latencies_us")]
+    return latency_figure(plt, [r["latencies_us"] for r in measured], [r["artifact"] for r in measured],
+                          title="Latency distributions")
+
+
+def _training(plt, summary):
+    fig, ax = plt.subplots(figsize=(8, 4))
+    drew = False
+    for recipe in summary["recipes"]:
+        history = recipe.get("history") or {}
+        if history.get("val_accuracy"):
+            epochs = range(1, len(history["val_accuracy"]) + 1)
+            line, = ax.plot(epochs, [a * 100 for a in history["val_accuracy"]], label=f"{recipe['name']} val")
+            if history.get("accuracy"):
+                ax.plot(epochs, [a * 100 for a in history["accuracy"]], ls=":", color=line.get_color(),
+                        label=f"{recipe['name']} train")
+            drew = True
+    if not drew:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Training curves (train augmented; validation clean)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- writers
+
+def write_reports(out: Path, summary: dict) -> Path:
+    plots = _plots(out, summary)
+    text = markdown(summary, plots)
+    write_text(out / "report.md", text)
+    write_text(out / "report.html", to_html(text, plots))
+    return out / "report.html"
+
+
+def to_html(text: str, plots: dict) -> str:
+    """A small Markdown subset (headings, tables, lists, code, images) to standalone HTML."""
+    images = {f"{PLOTS}/{p.name}": base64.b64encode(p.read_bytes()).decode() for p in plots.values()}
+    body, table, code = [], [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            body.append("</pre>" if code else "<pre>")
+            code = not code
+            continue
+        if code:
+            body.append(html.escape(line))
+            continue
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if not set("".join(cells)) <= set("-"):
+                table.append(cells)
+            continue
+        if table:
+            body.append(_html_table(table))
+            table = []
+        body.append(_html_line(line, images))
+    if table:
+        body.append(_html_table(table))
+    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;"
+             "text-align:right}td:first-child,td:nth-child(2){text-align:left}pre{background:#f4f4f4;padding:1em}"
+             "img{max-width:100%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>edgedl report</title><style>{style}</style>"
+            f"</head><body>{''.join(body)}</body></html>\n")
+
+
+def _inline(text: str) -> str:
+    escaped = html.escape(text)
+    for mark, tag in (("**", "b"), ("`", "code")):
+        while escaped.count(mark) >= 2:
+            escaped = escaped.replace(mark, f"<{tag}>", 1).replace(mark, f"</{tag}>", 1)
+    return escaped
+
+
+def _html_line(line: str, images: dict) -> str:
+    if line.startswith("#"):
+        level = len(line) - len(line.lstrip("#"))
+        return f"<h{level}>{_inline(line[level:].strip())}</h{level}>"
+    if line.startswith("![") and "](" in line:
+        alt, src = line[2:].split("](", 1)
+        src = src.rstrip(")")
+        data = images.get(src)
+        return f"<p><img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'></p>" if data else ""
+    if line.startswith("- "):
+        return f"<li>{_inline(line[2:])}</li>"
+    return f"<p>{_inline(line)}</p>" if line.strip() else ""
+
+
+def _html_table(table: list[list[str]]) -> str:
+    head = "".join(f"<th>{_inline(c)}</th>" for c in table[0])
+    body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in table[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_junit(path: Path, summary: dict) -> None:
+    suites = ElementTree.Element("testsuites", name="edgedl pipeline")
+    for recipe in summary["recipes"]:
+        gates = recipe["gates"]
+        suite = ElementTree.SubElement(suites, "testsuite", name=recipe["name"], tests=str(len(gates)),
+                                       failures=str(sum(not g["passed"] for g in gates)))
+        for gate in gates:
+            case = ElementTree.SubElement(suite, "testcase", classname=f"{recipe['name']}.{gate['gate']}",
+                                          name=gate["artifact"])
+            if not gate["passed"]:
+                ElementTree.SubElement(case, "failure", message=gate["detail"])
+    with atomic_path(path) as tmp:
+        ElementTree.ElementTree(suites).write(tmp, encoding="utf-8", xml_declaration=True)

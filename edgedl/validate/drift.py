@@ -1,0 +1,158 @@
+"""Per-layer drift of quantized artifacts (``edgedl validate --layers``).
+
+TFLite: TensorFlow's quantization debugger re-runs the int8 model with float references at every
+quantized tensor and reports RMSE in units of each tensor's scale. ONNX: every intermediate tensor
+that the float and the int8 graph share is exposed as an output of both, and compared by SQNR.
+Tensor names are mapped back to Keras layer names where a layer's name appears in them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..core.env import quiet_output
+from ..core.metrics import sqnr_db
+
+DEBUG_SAMPLES = 64
+
+
+def layer_drift(model_path, files, reference, reports, manifest, model_dir, options, say) -> dict:
+    drift = {}
+    model = _load(model_path)  # once, for layer names and the TFLite debugger's converter
+    layer_names = _layer_classes(model)
+    inputs = [a[:DEBUG_SAMPLES] for a in reference.inputs.arrays]
+    for artifact, report in zip(files, reports, strict=True):
+        # The TFLite debugger re-quantizes in full-integer mode, so it speaks for int8 artifacts only.
+        if report.get("precision") != "int8" and not (artifact.suffix == ".onnx" and report.get("precision") == "dynamic"):
+            continue
+        try:
+            with quiet_output():
+                rows = _drift_rows(model, artifact, inputs, manifest, model_dir)
+        except Exception as exc:  # drift is diagnostic: report why it is missing, never fail validation
+            drift[artifact.name] = {"error": f"{exc.__class__.__name__}: {str(exc)[:200]}"}
+            say(f"  drift for {artifact.name} unavailable: {exc.__class__.__name__}: {str(exc)[:120]}")
+            continue
+        for row in rows:
+            row["layer"] = _layer_for(row["tensor"], layer_names)
+        worst = sorted(rows, key=lambda r: r["score"], reverse=True)[: options.top_k]
+        drift[artifact.name] = {"metric": rows[0]["metric"] if rows else None, "tensors": rows, "worst": worst}
+        say(f"  worst layers of {artifact.name}:")
+        for row in worst:
+            value = row["sqnr_db"] if row["metric"] == "sqnr_db" else row["score"]
+            say(f"    {row['layer'] or '?':<16} {row['metric']} {value:8.3g}   {row['tensor'][:70]}")
+    return drift
+
+
+def _drift_rows(model, artifact, inputs, manifest, model_dir) -> list[dict]:
+    if artifact.suffix == ".tflite":
+        return _tflite_drift(model, inputs, manifest, model_dir)
+    return _onnx_drift(artifact, inputs)
+
+
+def _load(model_path):
+    if model_path is None:
+        return None
+    from ..runners.modelio import load_keras_model
+
+    return load_keras_model(model_path)
+
+
+def _layer_classes(model) -> dict[str, str]:
+    """Keras layer name → layer class name."""
+    if model is None:
+        return {}
+    return {layer.name: layer.__class__.__name__
+            for layer in model._flatten_layers(include_self=False, recursive=True)}
+
+
+# Fused ops lose the Keras scope in their tensor names; their op type still says which layer kind.
+FUSED_OP_HINTS = {"unidirectional_sequence_lstm": "LSTM", "lstm__": "LSTM", "gru__": "GRU"}
+
+
+def _layer_for(tensor: str, layers: dict[str, str]) -> str | None:
+    # TF scopes repeat a layer's name with a call-count suffix: "cnn_1/hidden_1/MatMul" → hidden
+    parts = {re.sub(r"_\d+$", "", part) for part in re.split(r"[/;:]", tensor)}
+    for name in sorted(layers, key=len, reverse=True):
+        if name in parts:
+            return name
+    lowered = tensor.lower()
+    for hint, kind in FUSED_OP_HINTS.items():
+        candidates = [name for name, cls in layers.items() if cls == kind]
+        if hint in lowered and len(candidates) == 1:
+            return candidates[0]
+    return None
+
+
+# ---------------------------------------------------------------- TFLite
+
+def _tflite_drift(model, inputs, manifest, model_dir) -> list[dict]:
+    """RMSE / scale per quantized tensor, from tf.lite.experimental.QuantizationDebugger."""
+    import tensorflow as tf
+
+    from ..export import tflite
+    from ..export.calibration import load_calibration
+
+    if model is None:
+        raise ValueError("per-layer drift of TFLite needs the original Keras model")
+    calibration = inputs
+    if manifest and manifest.get("calibration"):
+        calibration, _ = load_calibration(str(model_dir / manifest["calibration"]["file"]), None, model)
+    converter = tflite.converter_for(model)
+    tflite.configure(converter, "int8", calibration, "float", allow_flex=False)
+
+    def debug_data():
+        for i in range(len(inputs[0])):
+            yield [x[i : i + 1].astype(np.float32) for x in inputs]
+
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_data)
+    debugger.run()
+    rows = []
+    for tensor, stats in debugger.layer_statistics.items():
+        scale = _tensor_scale(debugger, tensor)
+        rmse = float(np.sqrt(stats.get("mean_squared_error", 0.0)))
+        rows.append({"tensor": tensor, "metric": "rmse/scale", "score": rmse / scale if scale else rmse,
+                     "rmse": rmse, "max_abs_error": float(stats.get("max_abs_error", 0.0)), "scale": scale})
+    return rows
+
+
+def _tensor_scale(debugger, tensor_name: str) -> float:
+    for detail in debugger._quant_interpreter.get_tensor_details():
+        if detail["name"] == tensor_name:
+            scales = detail.get("quantization_parameters", {}).get("scales", [])
+            return float(scales[0]) if len(scales) else float(detail["quantization"][0])
+    return 0.0
+
+
+# ---------------------------------------------------------------- ONNX
+
+def _onnx_drift(artifact: Path, inputs) -> list[dict]:
+    """SQNR (dB, lower is worse; scored as its negative) of every tensor both graphs share."""
+    float_path = artifact.with_name(artifact.name.replace("_int8", "_fp32").replace("_dynamic", "_fp32"))
+    if float_path == artifact or not float_path.exists():
+        raise FileNotFoundError(f"the float ONNX model {float_path.name} is needed beside {artifact.name}")
+    float_out = _all_tensors(float_path, inputs)
+    quant_out = _all_tensors(artifact, inputs)
+    rows = []
+    for name, ref in float_out.items():
+        # In QDQ graphs a fused activation can disappear into the QuantizeLinear after it, so the
+        # tensor that means "T as the next op sees it" is T's DequantizeLinear output.
+        cand = quant_out.get(f"{name}_DequantizeLinear_Output", quant_out.get(name))
+        if cand is None or cand.shape != ref.shape or ref.dtype.kind != "f":
+            continue
+        sqnr = sqnr_db(ref, cand)
+        rows.append({"tensor": name, "metric": "sqnr_db", "sqnr_db": sqnr,
+                     "score": -sqnr if np.isfinite(sqnr) else -999.0})
+    return rows
+
+
+def _all_tensors(path: Path, inputs) -> dict:
+    """Every float tensor of the graph on ``inputs``, by name."""
+    from ..runners.onnxrt import OnnxRuntimeRunner, with_every_tensor
+
+    runner = OnnxRuntimeRunner(with_every_tensor(path.read_bytes()))
+    values = runner.run(runner.prepare(inputs))
+    return {spec.name: value for spec, value in zip(runner.outputs, values, strict=True)
+            if spec.dtype.startswith("float")}

@@ -1,0 +1,211 @@
+"""Pure functions, tested alone: recipes and settings, gates, recommendation, Pareto front, step cache,
+output alignment, the HTML report writer, run-folder layout and metrics. No TensorFlow, no runtimes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgedl.core import layout, metrics
+from edgedl.core.errors import UsageError
+from edgedl.export.plan import parse_targets, plan_targets
+from edgedl.pipeline.cache import StepCache, step_key
+from edgedl.pipeline.gates import check_gates, failed_gate_message, recommend
+from edgedl.pipeline.report import pareto_front, to_html
+from edgedl.recipe import DEFAULT_TARGETS, TRAIN_SETTINGS, load_recipe, train_config
+from edgedl.validate.parity import align_outputs
+
+# ---------------------------------------------------------------- recipes and settings
+
+def _recipe(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    return path
+
+
+def test_load_recipe_reads_every_table(tmp_path):
+    path = _recipe(tmp_path, '[model]\nname = "tiny"\narchitecture = "mlp"\n[data]\nsource = "digits8x8"\nseed = 3\n'
+                             '[train]\nepochs = 4\n[export]\ntargets = ["tflite:int8"]\ncalibration_samples = 32\n'
+                             '[gates]\nmin_agreement = 0.98\n')
+    recipe = load_recipe(path)
+    assert (recipe.name, recipe.architecture, recipe.data, recipe.seed) == ("tiny", "mlp", "digits8x8", 3)
+    assert recipe.train == {"epochs": 4} and recipe.targets == ["tflite:int8"]
+    assert recipe.calibration_samples == 32 and recipe.gates == {"min_agreement": 0.98}
+
+
+def test_load_recipe_defaults_and_name_from_file(tmp_path):
+    recipe = load_recipe(_recipe(tmp_path, '[model]\narchitecture = "cnn"\n'))
+    assert recipe.name == "r" and recipe.targets == DEFAULT_TARGETS and recipe.data == "digits"
+
+
+@pytest.mark.parametrize("text, words", [
+    ('[model]\nname = "x"\n', "lacks [model] architecture"),
+    ('[model]\narchitecture = "mlp"\n[train]\nepoch = 3\n', "unknown [train] keys ['epoch']"),
+    ('[model]\narchitecture = "mlp"\n[gates]\nmax_size = 3\n', "unknown [gates] keys ['max_size']"),
+    ('[model\n', "not valid TOML"),
+])
+def test_load_recipe_refuses_bad_recipes(tmp_path, text, words):
+    with pytest.raises(UsageError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        load_recipe(_recipe(tmp_path, text))
+
+
+def test_train_config_explicit_options_win_over_the_recipe(tmp_path):
+    path = _recipe(tmp_path, '[model]\nname = "tiny"\narchitecture = "mlp"\n[data]\nseed = 5\n'
+                             '[train]\nepochs = 4\nbatch_size = 16\n')
+    config = train_config(recipe=str(path), epochs=9, strategy="none")
+    assert config.model == "mlp" and config.epochs == 9 and config.batch_size == 16
+    assert config.seed == 5 and config.out == Path("runs/tiny") and config.strategy == "none"
+    assert train_config(recipe=str(path), seed=0).seed == 0  # an explicit 0 is not "unset"
+
+
+def test_train_config_without_recipe():
+    config = train_config(model="lstm")
+    assert config.out == Path("runs/lstm") and config.data == "digits"
+    assert all(getattr(config, key) is None for key in TRAIN_SETTINGS)  # the architecture decides later
+    assert train_config("cnn").model == "cnn"  # `edgedl train cnn` means --model cnn
+    assert train_config(model="my_arch.py:build").out == Path("runs/my_arch")
+
+
+# ---------------------------------------------------------------- gates and recommendation
+
+def _validation(*rows):
+    return {"matrix": [dict(artifact=a, format=a.rsplit(".", 1)[1], precision=p, size=s, agreement=ag,
+                            accuracy_delta=d, verdict=v) for a, p, s, ag, d, v in rows]}
+
+
+def _bench(*rows):
+    return {"results": [{"artifact": a, "threads": 1, "batch": 1, "p50_us": p50, "p99_us": p50 * 2}
+                        for a, p50 in rows]}
+
+
+VALIDATION = _validation(("m_fp32.tflite", "fp32", 4000, 1.0, 0.0, "pass"),
+                         ("m_int8.tflite", "int8", 1000, 0.995, -0.004, "pass"),
+                         ("m_dynamic.tflite", "dynamic", 1100, 0.999, 0.0, "pass"),
+                         ("m_fp32.onnx", "fp32", 4000, 1.0, 0.0, "pass"),
+                         ("m_fp16.tflite", "fp16", 2000, 0.9, -0.02, "FAIL"))
+BENCH = _bench(("m_fp32.tflite", 100.0), ("m_int8.tflite", 40.0), ("m_dynamic.tflite", 38.0),
+               ("m_fp32.onnx", 10.0), ("m_fp16.tflite", 5.0))
+
+
+def test_recommend_picks_the_fastest_faithful_tflite_and_smaller_wins_a_near_tie():
+    # fp16 is fastest but fails parity; ONNX is faster but not TFLite; int8 is within 10 % of
+    # dynamic and smaller, so it wins.
+    assert recommend(VALIDATION, BENCH) == "m_int8.tflite"
+    slower_int8 = _bench(("m_int8.tflite", 60.0), ("m_dynamic.tflite", 38.0))
+    assert recommend(VALIDATION, slower_int8) == "m_dynamic.tflite"
+    assert recommend(_validation(("m_fp16.tflite", "fp16", 1, 1.0, 0.0, "FAIL")), BENCH) is None
+    assert recommend(VALIDATION, None) is None  # nothing measured: nothing to ship
+
+
+def test_check_gates_names_each_failure():
+    gates = {"max_accuracy_drop": 0.003, "min_agreement": 0.99, "max_latency_ms": 0.05, "max_size_kb": 2}
+    results = check_gates(gates, VALIDATION, BENCH)
+    failed = {(g["gate"], g["artifact"]) for g in results if not g["passed"]}
+    assert failed == {("max_accuracy_drop", "m_int8.tflite"), ("max_latency_ms", "m_fp32.tflite"),
+                      ("max_size_kb", "m_fp32.tflite"), ("max_size_kb", "m_fp32.onnx"),
+                      ("max_accuracy_drop", "m_fp16.tflite"), ("min_agreement", "m_fp16.tflite"),
+                      ("parity", "m_fp16.tflite")}
+    detail = next(g["detail"] for g in results if g["gate"] == "max_accuracy_drop" and not g["passed"])
+    assert detail == "m_int8.tflite: accuracy drop 0.40 pp (limit 0.30 pp)"
+    assert all(g["passed"] for g in check_gates({}, VALIDATION, BENCH) if g["artifact"] != "m_fp16.tflite")
+
+
+def test_failed_gate_message():
+    summary = {"recipes": [{"name": "m", "gates": check_gates({}, VALIDATION, BENCH), "errors": ["bundle: x"]}]}
+    assert failed_gate_message(summary) == "m: parity (m_fp16.tflite: parity FAIL); m: bundle: x"
+    assert failed_gate_message({"recipes": [{"name": "m", "gates": [], "errors": []}]}) is None
+
+
+def test_pareto_front():
+    points = [(10, 90), (20, 95), (15, 80), (30, 95), (5, 70)]
+    assert pareto_front(points) == [4, 0, 1]  # by latency; (15, 80) and (30, 95) are dominated
+    assert pareto_front([(1, 1), (1, 1)]) == [0, 1]  # equal points do not dominate each other
+
+
+# ---------------------------------------------------------------- step cache
+
+def test_step_cache_reruns_on_new_inputs_missing_outputs_or_force(tmp_path):
+    output = tmp_path / "out.bin"
+    output.write_text("x")
+    cache = StepCache(tmp_path, force=False)
+    key = step_key("train", {"epochs": 1})
+    assert cache.fresh("train", key) is None
+    cache.record("train", key, [str(output)], 1.5, {"ok": True})
+    again = StepCache(tmp_path, force=False)  # read back from steps.json
+    assert again.fresh("train", key)["result"] == {"ok": True}
+    assert again.fresh("train", step_key("train", {"epochs": 2})) is None
+    assert StepCache(tmp_path, force=True).fresh("train", key) is None
+    output.unlink()
+    assert StepCache(tmp_path, force=False).fresh("train", key) is None
+    assert json.loads((tmp_path / "steps.json").read_text())["edgedl"] == "pipeline-state/1"
+
+
+def test_step_key_is_stable_and_order_free():
+    assert step_key({"a": 1, "b": 2}) == step_key({"b": 2, "a": 1})
+    assert step_key("x", 1) != step_key("x", 2)
+
+
+# ---------------------------------------------------------------- validation helpers
+
+def test_align_outputs_by_name_then_by_shape():
+    a, b = np.zeros((2, 3)), np.zeros((2, 1))
+    assert align_outputs(["cls", "reg"], [(2, 3), (2, 1)], [b, a], ["reg", "cls"])[1] == ["cls", "reg"]
+    outputs, names = align_outputs(["cls", "reg"], [(2, 3), (2, 1)], [b, a], ["StatefulCall:1", "StatefulCall:0"])
+    assert outputs[0] is a and names == ["StatefulCall:0", "StatefulCall:1"]
+    same = [np.zeros((2, 3)), np.ones((2, 3))]
+    assert align_outputs(["x", "y"], [(2, 3), (2, 3)], same, ["p", "q"])[1] == ["p", "q"]  # ambiguous: as given
+
+
+def test_to_html_renders_tables_lists_code_and_inlines_images(tmp_path):
+    plot = tmp_path / "tradeoff.png"
+    plot.write_bytes(b"\x89PNG fake")
+    text = ("# Title\n\n| a | b |\n|---|---|\n| **1** | `x<y` |\n\n- item\n\n```sh\nedgedl <x>\n```\n\n"
+            "![tradeoff](plots/tradeoff.png)\n")
+    page = to_html(text, {"tradeoff": plot})
+    assert "<h1>Title</h1>" in page and "<th>a</th>" in page and "<td><b>1</b></td>" in page
+    assert "<code>x&lt;y</code>" in page and "<li>item</li>" in page and "<pre>" in page
+    assert "edgedl &lt;x&gt;" in page and "data:image/png;base64,iVBORyBmYWtl" in page
+    assert page.count("<table>") == 1
+
+
+# ---------------------------------------------------------------- layout and metrics
+
+def test_layout_names_and_precision(tmp_path):
+    artifact = tmp_path / "mlp_int8.tflite"
+    artifact.write_bytes(b"x")
+    assert layout.precision_of(artifact) == "int8"
+    layout.sidecar_path(artifact).write_text(json.dumps({"precision": "dynamic"}))
+    assert layout.precision_of(artifact) == "dynamic"  # the sidecar outranks the name
+    assert layout.precision_of(tmp_path / "model.tflite", {}) is None
+    assert layout.model_key("cnn_int8.tflite") == "cnn.tflite"
+    assert layout.format_of("a.ONNX") == "onnx"
+    with pytest.raises(UsageError, match="unknown artifact type .pb"):
+        layout.format_of("m.pb")
+    (tmp_path / "notes.txt").write_text("")
+    assert layout.find_artifacts([tmp_path]) == [artifact]
+
+
+def test_metrics():
+    ref = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    cand = np.array([[0.8, 0.2], [0.7, 0.3], [0.6, 0.4]])
+    assert metrics.agreement(ref, cand) == pytest.approx(2 / 3)
+    assert metrics.accuracy(ref, np.array([0, 1, 1])) == pytest.approx(2 / 3)
+    sequence = np.zeros((1, 3, 2))
+    sequence[0, -1, 1] = 1  # a sequence decides on its last step
+    assert metrics.top1(sequence).tolist() == [1]
+    assert metrics.sqnr_db(ref, ref) == float("inf")
+    assert metrics.sqnr_db(np.ones(4), np.ones(4) * 1.1) == pytest.approx(20.0)
+    assert metrics.is_classification(ref) and not metrics.is_classification(np.zeros((3, 1)))
+
+
+def test_export_targets():
+    with pytest.raises(UsageError, match="choose from"):
+        plan_targets(["tflite"], ["int4"])
+    targets, skipped = plan_targets(["onnx"], ["none", "fp16"])
+    assert [t.label for t in targets] == ["onnx fp32"] and "no fp16" in skipped[0]
+    assert [t.label for t in parse_targets(["tflite:int8", "onnx"])] == ["tflite int8", "onnx fp32"]
+    with pytest.raises(UsageError, match="target 'onnx:fp16'"):
+        parse_targets(["onnx:fp16"])
