@@ -19,6 +19,7 @@ from .core.errors import DataError, UsageError
 DEFAULT_DATA = "digits"
 TEST_FRACTION = 0.2
 VAL_FRACTION = 0.1
+MAX_IMAGE_PIXELS = 40_000_000  # larger images are refused before they are decoded (a PNG bomb)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
 
 
@@ -129,7 +130,7 @@ def _load_keras_cached(name: str, seed: int) -> Dataset:
 
 
 def _load_npz(path: Path, seed: int, name: str | None = None) -> Dataset:
-    arrays = read_npz(path, "data file")
+    arrays = read_npz(path, "data file", keys=["x_train", "y_train", "x_test", "y_test"])
     x_train, y_train = _required(arrays, path, "x_train", "y_train")
     x_test, y_test = (arrays.get("x_test"), arrays.get("y_test"))
     if (x_test is None) != (y_test is None):
@@ -139,22 +140,107 @@ def _load_npz(path: Path, seed: int, name: str | None = None) -> Dataset:
     return _split(name or path.stem, source_hash, x_train, y_train, x_test, y_test, scale, seed)
 
 
-def read_npz(path: Path, what: str = "data file") -> dict[str, np.ndarray]:
-    """All arrays of an ``.npz``, never unpickling anything."""
-    import zipfile
+MAX_DATA_BYTES = 2 * 2**30  # largest array edgedl reads from an .npz (EDGEDL_MAX_DATA_BYTES overrides)
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{what} not found: {path}")
-    if not zipfile.is_zipfile(path):
-        raise DataError(f"{path} is not a readable .npz file (not a zip archive; empty or truncated?)")
+
+def max_data_bytes() -> int:
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except ValueError as exc:
-        raise DataError(f"{path} holds object arrays (pickles), which edgedl refuses to load") from exc
-    except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError, zlib errors...
-        raise DataError(f"{path} is not a readable .npz file: {exc.__class__.__name__}: {exc}") from exc
+        return int(os.environ.get("EDGEDL_MAX_DATA_BYTES", MAX_DATA_BYTES))
+    except ValueError:
+        return MAX_DATA_BYTES
+
+
+class Npz:
+    """An ``.npz`` read lazily: headers first, then only the samples asked for; never unpickles.
+
+    A small file can declare an enormous array (a compressed run of zeros): shapes are read from
+    each member's header and checked against ``max_data_bytes()`` before any data is read.
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str = "data file"):
+        import zipfile
+
+        self.path, self.what = Path(path), what
+        if not self.path.is_file():
+            raise DataError(f"{what} not found: {self.path}")
+        if not zipfile.is_zipfile(self.path):
+            raise DataError(f"{self.path} is not a readable .npz file (not a zip archive; empty or truncated?)")
+        try:
+            self._zip = zipfile.ZipFile(self.path)
+            self._members = {info.filename[:-4]: (info, *self._header(info)) for info in self._zip.infolist()
+                             if info.filename.endswith(".npy")}
+        except DataError:
+            raise
+        except Exception as exc:  # BadZipFile, OSError, EOFError, zlib errors, bad headers...
+            raise DataError(f"{self.path} is not a readable .npz file: {exc.__class__.__name__}: {exc}") from exc
+
+    def _header(self, info) -> tuple:
+        fmt = np.lib.format
+        with self._zip.open(info) as handle:
+            version = fmt.read_magic(handle)
+            read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+            if read is None:
+                raise DataError(f"{self.path}: {info.filename} uses .npy format {version}, which edgedl does not read")
+            shape, fortran, dtype = read(handle)
+            offset = handle.tell()
+        if dtype.hasobject:
+            raise DataError(f"{self.path} holds object arrays (pickles), which edgedl refuses to load")
+        return shape, fortran, dtype, offset
+
+    @property
+    def files(self) -> list[str]:
+        return list(self._members)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._members
+
+    def shape(self, key: str) -> tuple:
+        return tuple(self._members[key][1])
+
+    def dtype(self, key: str) -> np.dtype:
+        return self._members[key][3]
+
+    def read(self, key: str, count: int | None = None) -> np.ndarray:
+        """The array ``key``, or only its first ``count`` samples (rows along the first axis)."""
+        info, shape, fortran, dtype, offset = self._members[key]
+        rows = shape[0] if shape else 1
+        take = rows if count is None or not shape else min(rows, max(count, 0))
+        row_values = int(np.prod(shape[1:], dtype=np.int64)) if shape else 1
+        whole = fortran and len(shape) > 1  # Fortran order stores columns first: rows need it all
+        nbytes = (rows if whole else take) * row_values * dtype.itemsize
+        if nbytes > max_data_bytes():
+            raise DataError(f"{self.path}: array {key!r} of shape {shape} would need {nbytes / 2**20:,.1f} MB; "
+                            f"edgedl reads at most {max_data_bytes() / 2**20:,.1f} MB",
+                            hint="pass fewer samples (--samples), or raise EDGEDL_MAX_DATA_BYTES")
+        try:
+            with self._zip.open(info) as handle:
+                handle.read(offset)
+                buffer = handle.read(nbytes)
+        except Exception as exc:
+            raise DataError(f"{self.path}: cannot read {key!r}: {exc.__class__.__name__}: {exc}") from exc
+        if len(buffer) < nbytes:
+            raise DataError(f"{self.path}: array {key!r} is truncated ({len(buffer):,} of {nbytes:,} bytes)")
+        array = np.frombuffer(buffer, dtype=dtype)
+        if whole:
+            return array.reshape(shape, order="F")[:take].copy()
+        return array.reshape((take, *shape[1:]) if shape else ()).copy()
+
+    def close(self) -> None:
+        self._zip.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_npz(path: Path, what: str = "data file", keys: list[str] | None = None,
+             count: int | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` (only ``keys``, only the first ``count`` samples, when given)."""
+    with Npz(path, what) as archive:
+        wanted = archive.files if keys is None else [k for k in keys if k in archive]
+        return {key: archive.read(key, count) for key in wanted}
 
 
 def _required(arrays: dict, path: Path, *keys: str) -> list[np.ndarray]:
@@ -188,12 +274,13 @@ def _load_image_folder(folder: Path, seed: int) -> Dataset:
             if file.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             try:
+                Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
                 with Image.open(file) as image:
                     mode = mode or ("L" if image.mode in ("L", "1", "I;16", "P") else "RGB")
                     image = image.convert(mode)
                     size = size or image.size
                     images.append(np.asarray(image.resize(size), dtype=np.uint8))
-            except OSError as exc:
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
                 raise DataError(f"cannot read image {file}: {exc}") from exc
             labels.append(label)
     if not images:
@@ -327,10 +414,16 @@ def calibration_subset(x_train: np.ndarray, count: int, seed: int) -> tuple[np.n
     return x_train[indices], indices
 
 
-def load_samples_npz(path: str | os.PathLike, what: str = "input file") -> tuple[np.ndarray, np.ndarray | None]:
-    """A user's ``.npz`` of inputs for validate/calibration: ``x`` (or ``x_test``) and optional labels."""
+def load_samples_npz(path: str | os.PathLike, what: str = "input file",
+                     count: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A user's ``.npz`` of inputs for validate/calibration: ``x`` (or ``x_test``) and optional labels.
+
+    Only the first ``count`` samples are read, when given.
+    """
     path = Path(path)
-    arrays = read_npz(path, what)
+    with Npz(path, what) as archive:
+        arrays = {key: archive.read(key, count) for key in archive.files if key in _SAMPLE_KEYS}
+        found = archive.files
     for x_key, y_key in (("x", "y"), ("x_test", "y_test"), ("x_train", "y_train")):
         if x_key in arrays:
             x = arrays[x_key]
@@ -343,4 +436,7 @@ def load_samples_npz(path: str | os.PathLike, what: str = "input file") -> tuple
                 x, y = _check_pair(x, y, str(path))
             scale = 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
             return _canonical(x, scale), y
-    raise DataError(f"{path} has none of the keys x, x_test, x_train; found: {', '.join(sorted(arrays))}")
+    raise DataError(f"{path} has none of the keys x, x_test, x_train; found: {', '.join(sorted(found)) or 'none'}")
+
+
+_SAMPLE_KEYS = {"x", "y", "x_test", "y_test", "x_train", "y_train"}

@@ -6,6 +6,7 @@ the trainer all read them from this list.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,54 @@ RUNTIME_SETTINGS = ("device", "strategy", "mixed_precision", "verbose")
 TRAIN_KEYS = {*TRAIN_SETTINGS, "seed"}
 GATE_KEYS = {"max_accuracy_drop", "min_agreement", "max_latency_ms", "max_size_kb"}
 DEFAULT_CALIBRATION_SAMPLES = 200
+AUGMENTATIONS = ("none", "shift")
+MAX_SEED = 2**32 - 1  # numpy and Keras seeds are unsigned 32-bit
+
+
+def _whole(value, low: int, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise UsageError(f"{key} must be a whole number ≥ {low}, got {value!r}")
+    return value
+
+
+def _positive(value, key: str, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise UsageError(f"{key} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_settings(settings: dict, seed) -> None:
+    """Refuse settings that cannot make sense before any work starts (each named with its value)."""
+    _whole(settings["epochs"], 1, "epochs")
+    _whole(settings["batch_size"], 1, "batch_size")
+    _whole(settings.get("patience", 0), 0, "patience")
+    _positive(settings["learning_rate"], "learning_rate")
+    _positive(settings.get("clipnorm"), "clipnorm", allow_none=True)
+    if settings.get("augment", "none") not in AUGMENTATIONS:
+        raise UsageError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {settings['augment']!r}")
+    check_seed(seed)
+
+
+def check_seed(seed) -> int:
+    if _whole(seed, 0, "seed") > MAX_SEED:
+        raise UsageError(f"seed must be at most {MAX_SEED}, got {seed}")
+    return seed
+
+
+def check_gates(gates: dict, where: str = "gates") -> dict:
+    """Gate limits are numbers (fractions for accuracy and agreement); refused before any work."""
+    for key, value in gates.items():
+        if key not in GATE_KEYS:
+            raise UsageError(f"{where}: unknown gate {key!r}; known: {sorted(GATE_KEYS)}")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise UsageError(f"{where}: gate {key} must be a finite number ≥ 0, got {value!r}")
+        if key in ("max_accuracy_drop", "min_agreement") and value > 1:
+            raise UsageError(f"{where}: gate {key} is a fraction between 0 and 1 (0.005 = 0.5 pp), got {value!r}")
+    return gates
 
 
 @dataclass
@@ -67,29 +116,62 @@ def load_recipe(path: str | Path) -> Recipe:
         raise UsageError(f"recipe not found: {path}") from exc
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"recipe {path} is not valid TOML: {exc}") from exc
-    model = doc.get("model", {})
+    model = _table(doc, "model", path)
     if "architecture" not in model:
         raise UsageError(f"recipe {path} lacks [model] architecture = \"...\"")
-    train = doc.get("train", {})
+    train = _table(doc, "train", path)
     unknown = set(train) - TRAIN_KEYS
     if unknown:
         raise UsageError(f"recipe {path}: unknown [train] keys {sorted(unknown)}; known: {sorted(TRAIN_KEYS)}")
-    gates = doc.get("gates", {})
-    unknown = set(gates) - GATE_KEYS
-    if unknown:
-        raise UsageError(f"recipe {path}: unknown [gates] keys {sorted(unknown)}; known: {sorted(GATE_KEYS)}")
-    export = doc.get("export", {})
+    _check_train_table(train, path)
+    gates = check_gates(_table(doc, "gates", path), f"recipe {path} [gates]")
+    export, data = _table(doc, "export", path), _table(doc, "data", path)
+    targets = export.get("targets", DEFAULT_TARGETS)
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise UsageError(f"recipe {path}: [export] targets must be a list of strings like \"tflite:int8\"")
     return Recipe(
-        name=model.get("name", path.stem),
-        architecture=model["architecture"],
-        data=doc.get("data", {}).get("source", DEFAULT_DATA),
-        seed=int(doc.get("data", {}).get("seed", 0)),
+        name=_text(model.get("name", path.stem), "[model] name", path),
+        architecture=_text(model["architecture"], "[model] architecture", path),
+        data=_text(data.get("source", DEFAULT_DATA), "[data] source", path),
+        seed=_in_recipe(path, check_seed, data.get("seed", 0)),
         train=train,
-        targets=list(export.get("targets", DEFAULT_TARGETS)),
-        calibration_samples=int(export.get("calibration_samples", DEFAULT_CALIBRATION_SAMPLES)),
+        targets=list(targets),
+        calibration_samples=_in_recipe(path, _whole, export.get("calibration_samples", DEFAULT_CALIBRATION_SAMPLES),
+                                       1, "calibration_samples"),
         gates=gates,
         path=path,
     )
+
+
+def _table(doc: dict, name: str, path: Path) -> dict:
+    table = doc.get(name, {})
+    if not isinstance(table, dict):
+        raise UsageError(f"recipe {path}: [{name}] must be a table")
+    return table
+
+
+def _text(value, key: str, path: Path) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"recipe {path}: {key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _in_recipe(path: Path, check, *args):
+    try:
+        return check(*args)
+    except UsageError as exc:
+        raise UsageError(f"recipe {path}: {exc}") from exc
+
+
+def _check_train_table(train: dict, path: Path) -> None:
+    checks = {"epochs": lambda v: _whole(v, 1, "epochs"), "batch_size": lambda v: _whole(v, 1, "batch_size"),
+              "patience": lambda v: _whole(v, 0, "patience"), "seed": check_seed,
+              "learning_rate": lambda v: _positive(v, "learning_rate"), "clipnorm": lambda v: _positive(v, "clipnorm")}
+    for key, value in train.items():
+        if key in checks:
+            _in_recipe(path, checks[key], value)
+        elif key == "augment" and value not in AUGMENTATIONS:
+            raise UsageError(f"recipe {path}: augment must be one of {', '.join(AUGMENTATIONS)}, got {value!r}")
 
 
 def train_config(recipe=None, model=None, data=None, out=None, seed=None, calibration_samples=None,

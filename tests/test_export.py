@@ -89,20 +89,21 @@ def test_unsupported_mode_is_refused_before_converting(tmp_path):
 
     model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4, go_backwards=True), keras.layers.Dense(2)])
     model.save(tmp_path / "back.keras")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).random((16, 5, 3)).astype(np.float32))
     targets, _ = plan_targets(["tflite"], ["int8"])
     with pytest.raises(ExportError, match="go_backwards=True is not supported.*closest alternative"):
-        export(tmp_path / "back.keras", targets, options=ExportOptions(calibration=None))
+        export(tmp_path / "back.keras", targets, options=ExportOptions(calibration=str(tmp_path / "calib.npz")))
 
 
 def test_int8_needs_calibration_and_enough_of_it(tmp_path, tiny_runs):
     targets, _ = plan_targets(["tflite"], ["int8"])
     keras_file = tiny_runs["mlp"] / "model.keras"
-    with pytest.raises(ExportError, match="needs calibration data"):
-        export(keras_file, targets, out=tmp_path)
+    with pytest.raises(EdgedlError, match="needs calibration data"):
+        export(keras_file, targets, out=tmp_path / "o")
     np.savez(tmp_path / "few.npz", x=np.zeros((3, 64), np.float32))
     with pytest.raises(ExportError, match="int8 needs at least 8"):
-        export(keras_file, targets, out=tmp_path, options=ExportOptions(calibration=str(tmp_path / "few.npz")))
-    assert not list(tmp_path.glob("*.tflite"))
+        export(keras_file, targets, out=tmp_path / "o", options=ExportOptions(calibration=str(tmp_path / "few.npz")))
+    assert not list((tmp_path / "o").glob("*.tflite"))
 
 
 def test_open_dimensions_need_a_value(tmp_path):
@@ -180,6 +181,7 @@ def test_common_layers_export_and_match(tmp_path, kind, formats, quantize):
 
 def test_recurrent_int8_tflite_is_refused_with_alternative(tmp_path):
     _zoo_model("embedding_gru").save(tmp_path / "gru.keras")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).integers(0, 20, (16, 10)).astype(np.int32))
     targets, _ = plan_targets(["tflite"], ["int8"])
     with pytest.raises(ExportError, match="crashes the converter.*--quantize dynamic"):
-        export(tmp_path / "gru.keras", targets, options=ExportOptions())
+        export(tmp_path / "gru.keras", targets, options=ExportOptions(calibration=str(tmp_path / "calib.npz")))

@@ -44,8 +44,15 @@ def test_load_recipe_defaults_and_name_from_file(tmp_path):
 @pytest.mark.parametrize("text, words", [
     ('[model]\nname = "x"\n', "lacks [model] architecture"),
     ('[model]\narchitecture = "mlp"\n[train]\nepoch = 3\n', "unknown [train] keys ['epoch']"),
-    ('[model]\narchitecture = "mlp"\n[gates]\nmax_size = 3\n', "unknown [gates] keys ['max_size']"),
+    ('[model]\narchitecture = "mlp"\n[gates]\nmax_size = 3\n', "unknown gate 'max_size'"),
     ('[model\n', "not valid TOML"),
+    ('[model]\narchitecture = "mlp"\n[train]\nepochs = "5"\n', "epochs must be a whole number ≥ 1, got '5'"),
+    ('[model]\narchitecture = "mlp"\n[train]\nlearning_rate = inf\n', "learning_rate must be a finite number > 0"),
+    ('[model]\narchitecture = "mlp"\n[data]\nseed = -1\n', "seed must be a whole number ≥ 0, got -1"),
+    ('[model]\narchitecture = "mlp"\n[gates]\nmin_agreement = "high"\n', "gate min_agreement must be a finite"),
+    ('[model]\narchitecture = "mlp"\n[gates]\nmax_accuracy_drop = 5\n', "is a fraction between 0 and 1"),
+    ('[model]\narchitecture = 3\n', "[model] architecture must be a non-empty string"),
+    ('[model]\narchitecture = "mlp"\n[export]\ntargets = "tflite"\n', "targets must be a list of strings"),
 ])
 def test_load_recipe_refuses_bad_recipes(tmp_path, text, words):
     with pytest.raises(UsageError, match=words.replace("[", r"\[").replace("]", r"\]")):
@@ -138,9 +145,13 @@ def test_step_cache_reruns_on_new_inputs_missing_outputs_or_force(tmp_path):
     assert again.fresh("train", key)["result"] == {"ok": True}
     assert again.fresh("train", step_key("train", {"epochs": 2})) is None
     assert StepCache(tmp_path, force=True).fresh("train", key) is None
+    output.write_text("edited")  # same name, other bytes: the step reruns
+    assert StepCache(tmp_path, force=False).fresh("train", key) is None
+    output.write_text("x")
+    assert StepCache(tmp_path, force=False).fresh("train", key) is not None
     output.unlink()
     assert StepCache(tmp_path, force=False).fresh("train", key) is None
-    assert json.loads((tmp_path / "steps.json").read_text())["edgedl"] == "pipeline-state/1"
+    assert json.loads((tmp_path / "steps.json").read_text())["edgedl"] == "pipeline-state/2"
 
 
 def test_step_key_is_stable_and_order_free():

@@ -43,7 +43,8 @@ def _feeds(runner, batch: int, seed: int):
 def _open(spec: dict):
     from edgedl.runners import open_runner
 
-    # threads 0 means the runtime's own default; the parent already probed the file in isolation.
+    # threads 0 means the runtime's own default. This process is the isolation: the parent bounds its
+    # memory and time, and it dies with the parent.
     runner = open_runner(spec["path"], threads=spec["threads"] or None, xnnpack=spec["xnnpack"],
                          isolated=False, backend=spec["backend"])
     runner.set_batch(spec["batch"])

@@ -9,7 +9,8 @@ import click
 from ..core.errors import EdgedlError, GateFailure, ParityFailure
 from ..data import DEFAULT_DATA, builtin_names
 from ..export.plan import DEFAULT_OPSET, IO_TYPES, ONNX_QUANT_RECIPES, OPSET_RANGE
-from .group import cli, csv_list, int_list
+from ..recipe import MAX_SEED
+from .group import cli, csv_list, finite, int_list
 
 
 @cli.command()
@@ -21,10 +22,12 @@ from .group import cli, csv_list, int_list
                    f"x_train/y_train[/x_test/y_test], or an image folder (one sub-folder per class). [default: {DEFAULT_DATA}]")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Maximum epochs (early stopping may end sooner).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Per-replica batch size.")
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate.")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None, callback=finite,
+              help="Peak learning rate.")
 @click.option("--augment", type=click.Choice(["none", "shift"]), default=None,
               help="Input-pipeline augmentation (never inside the exported model).")
-@click.option("--seed", type=int, default=None, help="Seed for split, init, shuffling, augmentation. [default: 0]")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None,
+              help="Seed for split, init, shuffling, augmentation. [default: 0]")
 @click.option("--calibration-samples", type=click.IntRange(min=1), default=None,
               help="Training samples saved for int8 calibration. [default: 200]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
@@ -68,15 +71,18 @@ def train(recipe, model, data, epochs, batch_size, learning_rate, augment, seed,
 
 
 def _parse_shapes(values: tuple[str, ...]) -> dict:
-    """``28,28`` for a single input, or ``name=28,28`` per input."""
+    """``28,28`` for a single input, or ``name=28,28`` per input; every size a whole number ≥ 1."""
     shapes = {}
     for value in values:
         name, _, dims = value.rpartition("=")
         try:
-            shapes[name or "*"] = [int(d) for d in dims.replace("x", ",").split(",") if d.strip()]
-        except ValueError as exc:
-            raise click.BadParameter(f"expected sizes like 28,28 or name=28,28; got {value!r}",
-                                     param_hint="--input-shape") from exc
+            sizes = [int(d) for d in dims.replace("x", ",").split(",") if d.strip()]
+        except ValueError:
+            sizes = []
+        if not sizes or any(size < 1 for size in sizes):
+            raise click.BadParameter(f"expected sizes ≥ 1 like 28,28 or name=28,28; got {value!r}",
+                                     param_hint="--input-shape")
+        shapes[name or "*"] = sizes
     return shapes
 
 
@@ -160,7 +166,7 @@ def inspect(files, as_json):
               help="Use N seeded random inputs in the calibration range (weaker evidence).")
 @click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True,
               help="At most this many samples.")
-@click.option("--atol", type=float, default=None, help="Override the max absolute error allowed.")
+@click.option("--atol", type=click.FloatRange(min=0), callback=finite, default=None, help="Override the max absolute error allowed.")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
               help="Override the minimum top-1 agreement (0..1).")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), default=None,
@@ -218,7 +224,7 @@ def validate(model, artifacts, data, synthetic, samples, atol, min_agreement, ma
 @click.option("--batch", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,8.")
 @click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True, help="Untimed runs first.")
 @click.option("--runs", type=click.IntRange(min=1), default=None, help="Timed runs (instead of --min-time).")
-@click.option("--min-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--min-time", type=click.FloatRange(min=0), callback=finite, default=1.0, show_default=True,
               help="Seconds of timed runs per measurement (at least 20 runs).")
 @click.option("--pin-cpu", default=None, help="Pin each measurement to these CPUs, e.g. 0 or 0,1 (small-device emulation).")
 @click.option("--backend", type=click.Choice(["litert", "onnxruntime", "keras"]), default=None,
@@ -245,8 +251,8 @@ def bench(artifacts, threads, batch, warmup, runs, min_time, pin_cpu, backend, n
     from ..bench.run import bench as run_bench
     from ..core.files import write_json, write_text
 
-    options = BenchOptions(threads=int_list(threads, "--threads"), batches=int_list(batch, "--batch"), warmup=warmup,
-                           runs=runs, min_time=min_time, pin_cpu=int_list(pin_cpu, "--pin-cpu") or None,
+    options = BenchOptions(threads=int_list(threads, "--threads"), batches=int_list(batch, "--batch", minimum=1),
+                           warmup=warmup, runs=runs, min_time=min_time, pin_cpu=int_list(pin_cpu, "--pin-cpu") or None,
                            backend=backend, xnnpack=not no_xnnpack)
     result = run_bench(list(artifacts), options, say=lambda m: click.echo(m, err=True))
     Console(width=160).print(render_table(result))
@@ -309,9 +315,9 @@ def bundle(artifact, out, labels, targets, min_agreement, max_accuracy_drop, ver
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the recipes' epochs (quick runs).")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), default=None, help="Gate (0..1).")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="Gate (0..1).")
-@click.option("--max-latency-ms", type=click.FloatRange(min=0), default=None, help="Gate on p50 latency.")
-@click.option("--max-size-kb", type=click.FloatRange(min=0), default=None, help="Gate on artifact size.")
-@click.option("--bench-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--max-latency-ms", type=click.FloatRange(min=0), callback=finite, default=None, help="Gate on p50 latency.")
+@click.option("--max-size-kb", type=click.FloatRange(min=0), callback=finite, default=None, help="Gate on artifact size.")
+@click.option("--bench-time", type=click.FloatRange(min=0), callback=finite, default=1.0, show_default=True,
               help="Seconds of timed runs per artifact.")
 @click.option("--no-layers", is_flag=True, help="Skip per-layer drift of int8 artifacts.")
 def pipeline(recipes, out, force, epochs, max_accuracy_drop, min_agreement, max_latency_ms, max_size_kb,

@@ -19,12 +19,24 @@ def csv_list(value: str | None) -> list[str]:
     return [item.strip() for item in (value or "").split(",") if item.strip()]
 
 
-def int_list(value: str | None, option: str) -> list[int]:
+def int_list(value: str | None, option: str, minimum: int = 0) -> list[int]:
     try:
-        return [int(item) for item in csv_list(value)]
+        numbers = [int(item) for item in csv_list(value)]
     except ValueError as exc:
         raise click.BadParameter(f"expected comma-separated whole numbers, got {value!r}",
                                  param_hint=option) from exc
+    if any(n < minimum for n in numbers):
+        raise click.BadParameter(f"every value must be at least {minimum}, got {value!r}", param_hint=option)
+    return numbers
+
+
+def finite(ctx, param, value):  # noqa: ARG001 - click callback signature
+    """A float option must be a real number: inf and nan make no sense as settings."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, got {value}")
+    return value
 
 
 @click.group(context_settings=CONTEXT)

@@ -119,3 +119,67 @@ def machine_fingerprint() -> dict:
         pass
     return {"cpu": model, "cpu_flags": flags, "cores": os.cpu_count(), "machine": platform.machine(),
             "system": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
+
+
+MEMORY_LIMIT_MB = 4096  # per child that runs an untrusted model (EDGEDL_MEMORY_LIMIT_MB overrides)
+TIME_LIMIT_S = 120.0  # to load an untrusted model and run its first sample (EDGEDL_TIME_LIMIT_S overrides)
+
+
+def _limit(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = default
+    return value if value > 0 else default
+
+
+def memory_limit_mb() -> int:
+    return int(_limit("EDGEDL_MEMORY_LIMIT_MB", MEMORY_LIMIT_MB))
+
+
+def time_limit_s() -> float:
+    return _limit("EDGEDL_TIME_LIMIT_S", TIME_LIMIT_S)
+
+
+def die_with_parent(parent_pid: int | None = None) -> None:
+    """Ask Linux to kill this process when its parent dies (a killed edgedl leaves no workers behind).
+
+    ``parent_pid`` is the parent as the caller knew it: if it is already gone, exit now.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:  # it died before the request took effect
+        os._exit(1)
+
+
+def limit_memory(megabytes: int | None = None) -> None:
+    """Cap this process's address space, so a model that asks for too much fails instead of the machine."""
+    import resource
+
+    limit = (megabytes or memory_limit_mb()) * 2**20
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def untrusted_child(parent_pid: int | None = None, megabytes: int | None = None) -> None:
+    """Start-up of a child process that runs an untrusted model: bounded memory, dies with its parent."""
+    die_with_parent(parent_pid)
+    limit_memory(megabytes)
+
+
+def child_preexec(megabytes: int | None = None):
+    """A ``preexec_fn`` for subprocess: the child dies with this process and has bounded memory."""
+    import functools
+
+    return functools.partial(untrusted_child, os.getpid(), megabytes)

@@ -39,6 +39,10 @@ class ArtifactError(EdgedlError):
     """An exported artifact is missing, corrupt, tampered with, or does not fit its manifest."""
 
 
+class TrainingError(EdgedlError):
+    """Training produced no usable model (diverged to NaN/Inf, or the architecture is unusable)."""
+
+
 class ExportError(EdgedlError):
     """A conversion failed or cannot be done for this model."""
 

@@ -1,7 +1,10 @@
 """Atomic file writes, hashing and JSON sidecars.
 
 Every artifact edgedl writes goes to a temporary file in the destination folder first and is
-renamed into place, so an interrupted run never leaves a half-written file behind.
+renamed into place, so an interrupted run never leaves a half-written file behind. Temporary
+names are hidden, end in ``.edgedl-tmp`` (never an artifact suffix) and carry the writer's pid:
+discovery skips them, and a later run sweeps those whose writer is gone (``sweep_leftovers``).
+Everything in flight is registered, so an interrupted command can say truthfully what was kept.
 """
 
 from __future__ import annotations
@@ -42,14 +45,24 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return folder
 
 
+TEMP_SUFFIX = ".edgedl-tmp"
+STAGING_SUFFIX = ".edgedl-staging"
+_IN_FLIGHT: set[Path] = set()  # temporary files and staging folders this process has not finished
+
+
+def _temp_prefix(name: str) -> str:
+    return f".{name}.{os.getpid()}-"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=f".tmp{final.suffix}")
+    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=_temp_prefix(final.name), suffix=TEMP_SUFFIX)
     os.close(fd)
     tmp = Path(tmp_name)
+    _IN_FLIGHT.add(tmp)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts should read like any new file
     try:
         yield tmp
@@ -57,6 +70,89 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        _IN_FLIGHT.discard(tmp)
+
+
+@contextlib.contextmanager
+def staging_dir(parent: Path, name: str) -> Iterator[Path]:
+    """A hidden folder beside the final one, removed on the way out whatever happened.
+
+    The caller moves what it finished out of it (``os.replace``); what is left is unfinished.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=parent, prefix=_temp_prefix(name), suffix=STAGING_SUFFIX))
+    _IN_FLIGHT.add(folder)
+    os.chmod(folder, 0o777 & ~_umask())  # mkdtemp makes 0700; the finished folder should read like any other
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        _IN_FLIGHT.discard(folder)
+
+
+@contextlib.contextmanager
+def locked(folder: Path, name: str = ".edgedl.lock") -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (for read-modify-write of a shared index by concurrent runs)."""
+    import fcntl
+
+    with open(folder / name, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def remove_in_flight() -> list[Path]:
+    """Remove what this process left half-written (after an interrupt); return what could not go."""
+    for path in list(_IN_FLIGHT):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        if not path.exists():
+            _IN_FLIGHT.discard(path)
+    return sorted(_IN_FLIGHT)
+
+
+def is_leftover(path: Path) -> bool:
+    """A temporary file or staging folder written by edgedl (finished or not)."""
+    return path.name.startswith(".") and path.name.endswith((TEMP_SUFFIX, STAGING_SUFFIX))
+
+
+def sweep_leftovers(folder: str | os.PathLike) -> list[Path]:
+    """Remove edgedl's own temporary files and staging folders in ``folder`` whose writer has died."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        if not is_leftover(path) or _writer_alive(path.name) or path.is_symlink():
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _writer_alive(name: str) -> bool:
+    """Is the process that made this temporary name (``.NAME.PID-RAND.edgedl-tmp``) still running?"""
+    try:
+        pid = int(name.rsplit(".", 2)[-2].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _umask() -> int:

@@ -5,6 +5,7 @@ Every stage reads and writes these names, so they are defined here once, below a
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .errors import ModelError, UsageError
@@ -57,13 +58,17 @@ def format_of(path: str | Path) -> str:
 
 
 def find_artifacts(paths: list[str | Path], suffixes: tuple[str, ...] = ARTIFACT_SUFFIXES) -> list[Path]:
-    """Files as given; folders expand to the artifact files inside them, sorted."""
+    """Files as given; folders expand to the artifact files inside them, sorted.
+
+    Hidden files are skipped: edgedl's temporary files are hidden and never count as artifacts.
+    """
     from .errors import ArtifactError
 
     found = []
     for path in map(Path, paths):
         if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.suffix in suffixes and p.is_file()))
+            found.extend(sorted(p for p in path.iterdir()
+                                if p.suffix in suffixes and p.is_file() and not p.name.startswith(".")))
         elif path.is_file():
             found.append(path)
         else:
@@ -72,6 +77,17 @@ def find_artifacts(paths: list[str | Path], suffixes: tuple[str, ...] = ARTIFACT
         raise UsageError(f"no {' or '.join(suffixes)} files in {', '.join(map(str, paths))}",
                          hint="run `edgedl export` first, or name the artifact files")
     return found
+
+
+def relative_to(path: str | Path, folder: str | Path) -> str:
+    """``path`` as written in a file that lives in ``folder``: relative to it, with '/' separators."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(folder).resolve())).as_posix()
+
+
+def resolve_from(recorded: str, folder: str | Path) -> Path:
+    """A path recorded by ``relative_to`` (or an absolute one from older files), made usable again."""
+    path = Path(recorded)
+    return path if path.is_absolute() else Path(folder) / path
 
 
 def sidecar_path(artifact: Path) -> Path:

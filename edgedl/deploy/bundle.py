@@ -8,8 +8,8 @@ quantization, state reset), golden vectors for a self-test, the parity report, a
 
 from __future__ import annotations
 
+import os
 import shutil
-import tempfile
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -18,19 +18,22 @@ import numpy as np
 
 from .. import data as data_lib
 from ..core.env import library_versions
-from ..core.errors import ArtifactError, ParityFailure, UsageError
+from ..core.errors import ArtifactError, EdgedlError, ParityFailure, UsageError
 from ..core.files import (
+    STAGING_SUFFIX,
     copy_file,
-    ensure_writable_dir,
     read_json,
     sha256_file,
+    staging_dir,
     write_json,
     write_npz,
     write_text,
 )
-from ..core.layout import MANIFEST, load_run, sidecar_path
+from ..core.layout import MANIFEST, load_run, resolve_from, sidecar_path
+from ..core.outputs import check_output, foreign_files, seal
 
 TARGETS = ("rpi", "android", "mcu")
+SIDECAR_KEYS = {"precision": str, "inputs": list, "outputs": list, "sha256": str}
 GOLDEN_COUNT = 8
 # How far the self-test lets a device's outputs stray from ours: ARM and x86 kernels round
 # float sums in other orders; int8 kernels are expected to match bit for bit.
@@ -50,23 +53,38 @@ def bundle(artifact: str | Path, out: str | Path, labels: str | Path | None = No
         say(f"note: no mcu/ C array: TFLite Micro needs a full-integer int8 model, {artifact.name} is "
             f"{facts.get('precision')}")
     label_names = _labels(labels, run)
+    out = _check_out(Path(out), artifact, run_dir)
     say(f"validating {artifact.name} against {run_dir} …")
     from ..validate.run import ValidateOptions, failure_message, validate
 
-    staging_root = ensure_writable_dir(Path(out).resolve().parent)
-    staging = Path(tempfile.mkdtemp(dir=staging_root, prefix=f".{Path(out).name}.staging-"))
-    try:
+    with staging_dir(out.parent, out.name) as staging:
         options = ValidateOptions(report=str(staging / "parity.json"), **(tolerances or {}))
         parity = validate(run_dir, [artifact], options, say=lambda m: say("  " + m))
         refused = failure_message(parity)
         if refused:
             raise ParityFailure(f"bundle refused: {refused}")
         manifest = _build(staging, artifact, facts, run_dir, run, label_names, targets, parity)
-        _replace_dir(staging, Path(out))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        seal(staging, "bundle")
+        _replace_dir(staging, out)
     say(f"bundle written to {out}")
     return manifest
+
+
+def _check_out(out: Path, artifact: Path, run_dir: Path) -> Path:
+    """The bundle folder may be new, empty, or an earlier bundle holding only what edgedl wrote."""
+    check_output(out, "bundle", protect=(run_dir, artifact.parent))
+    if out.is_dir() and any(out.iterdir()):
+        foreign = foreign_files(out)
+        if foreign:
+            raise UsageError(f"--out {out} is an earlier bundle, but holds files edgedl did not write "
+                             f"({', '.join(foreign[:3])}{'…' if len(foreign) > 3 else ''}); they would be lost",
+                             hint="move them out, or choose a new folder for the bundle")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgedlError(f"cannot write to output directory {out.parent}: {exc.strerror or exc}",
+                          hint="choose a writable --out") from exc
+    return out
 
 
 def _targets(targets) -> list[str]:
@@ -88,7 +106,11 @@ def _sources(artifact: Path) -> tuple[dict, Path, dict]:
         raise ArtifactError(f"{artifact.name} has no manifest ({sidecar.name}); bundle needs an edgedl export",
                             hint="re-export it with `edgedl export`")
     facts = read_json(sidecar, "artifact manifest")
-    run_dir = Path(facts["source_model"]["path"]).parent
+    recorded = (facts.get("source_model") or {}).get("path") if isinstance(facts, dict) else None
+    if not isinstance(recorded, str) or not all(isinstance(facts.get(k), t) for k, t in SIDECAR_KEYS.items()):
+        raise ArtifactError(f"{sidecar.name} is not an edgedl artifact manifest (it needs source_model.path and "
+                            f"{', '.join(SIDECAR_KEYS)})", hint="re-export the model with `edgedl export`")
+    run_dir = resolve_from(recorded, artifact.parent).parent
     if not (run_dir / MANIFEST).exists():
         raise ArtifactError(f"{artifact.name} was not exported from a training run (no {run_dir}/{MANIFEST}); "
                             "the bundle needs its preprocessing, labels and held-out data")
@@ -99,7 +121,11 @@ def _labels(path, run: dict) -> list[str]:
     names = list(run.get("class_names") or [])
     if path is None:
         return names
-    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not UTF-8 text (byte {exc.start}); labels are one UTF-8 name per line") from exc
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if names and len(lines) != len(names):
         raise UsageError(f"{path} has {len(lines)} labels but the model has {len(names)} classes")
     return lines
@@ -132,7 +158,7 @@ def _golden(staging: Path, artifact: Path, run_dir: Path, run: dict, precision: 
 
     with np.load(run_dir / run["heldout"]["file"], allow_pickle=False) as archive:
         x, y = archive["x"][:GOLDEN_COUNT], archive["y"][:GOLDEN_COUNT]
-    with open_runner(artifact, isolated=False) as runner:  # validated just before, in isolation
+    with open_runner(artifact) as runner:  # the user's file: run bounded, in a child process
         inputs = data_lib.fit_to_input(x, tuple(runner.inputs[0].shape[1:]), "golden")
         raw = runner.run(runner.prepare([inputs]))[0]
         expected = runner.dequantize([raw])[0]  # the same run, dequantized
@@ -214,13 +240,15 @@ def _mcu(staging: Path, artifact: Path, facts: dict) -> None:
 
 
 def _replace_dir(staging: Path, out: Path) -> None:
-    """Swap the finished bundle into place; an old bundle at ``out`` is replaced whole, never mixed."""
-    out = out.resolve()
+    """Swap the finished bundle into place; an old bundle at ``out`` is replaced whole, never mixed.
+
+    The old one (checked to hold only edgedl's own files) is moved aside under a temporary name
+    that a later run sweeps should this process die before removing it.
+    """
     old = None
     if out.exists():
-        old = out.with_name(f".{out.name}.old-{datetime.now().strftime('%H%M%S%f')}")
-        out.rename(old)
-    staging.rename(out)
-    staging.mkdir()  # the caller's cleanup expects it; it is empty
+        old = out.with_name(f".{out.name}.{os.getpid()}-old{STAGING_SUFFIX}")
+        os.rename(out, old)
+    os.rename(staging, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

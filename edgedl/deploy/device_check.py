@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import EdgedlError, UsageError
-from ..core.files import read_json
-from ..core.layout import HELDOUT_FILE
+from ..core.errors import DataError, EdgedlError, UsageError
+from ..core.files import read_json, sha256_file
+from ..core.layout import HELDOUT_FILE, resolve_from
 
 PROFILES = {"rpi4": "Raspberry Pi 4 (Cortex-A72)", "rpi5": "Raspberry Pi 5 (Cortex-A76)"}
 RUNTIMES = ("litert", "tflite-runtime")
@@ -132,7 +132,8 @@ def _selfcheck_bundle(folder: Path) -> Path:
     shutil.copyfile(_script("selfcheck_int8.tflite"), folder / "model.tflite")
     shutil.copyfile(Path(str(resources.files("edgedl.deploy.bundle_files").joinpath("run.py"))), folder / "run.py")
     (folder / "manifest.json").write_text(json.dumps({
-        "model": {"file": "model.tflite"}, "runtime": {"reset_variables_before_invoke": False}, "labels": []}))
+        "model": {"file": "model.tflite", "sha256": sha256_file(folder / "model.tflite")},
+        "runtime": {"reset_variables_before_invoke": False}, "labels": []}))
     inputs = np.random.default_rng(7).random((16, 12, 12, 1)).astype(np.float32)
     np.save(folder / "inputs.npy", inputs)
     return folder
@@ -140,13 +141,18 @@ def _selfcheck_bundle(folder: Path) -> Path:
 
 def _bundle_inputs(bundle: Path, samples: int, out: Path) -> tuple[int, int]:
     """Golden vectors plus up to ``samples`` held-out samples (from the run the bundle was validated on)."""
-    golden = np.load(bundle / "golden.npz", allow_pickle=False)["inputs"]
+    from ..data import read_npz
+
+    golden = read_npz(bundle / "golden.npz", "golden vectors", keys=["inputs"]).get("inputs")
+    if golden is None or not len(golden):
+        raise DataError(f"{bundle / 'golden.npz'} holds no golden inputs; rebuild the bundle with `edgedl bundle`")
     extra = np.zeros((0, *golden.shape[1:]), golden.dtype)
     parity = read_json(bundle / "parity.json", "parity report")
-    heldout = Path(parity.get("model", "")).parent / HELDOUT_FILE
-    if samples and heldout.exists():
-        with np.load(heldout, allow_pickle=False) as archive:
-            extra = archive["x"][:samples].reshape((-1, *golden.shape[1:])).astype(golden.dtype)
+    heldout = resolve_from(str(parity.get("model") or ""), bundle).parent / HELDOUT_FILE
+    if samples and heldout.is_file():
+        held = read_npz(heldout, "held-out data", keys=["x"], count=samples).get("x")
+        if held is not None and held[0].size == golden[0].size:
+            extra = held.reshape((-1, *golden.shape[1:])).astype(golden.dtype)
     np.save(out, np.concatenate([golden, extra]))
     return len(golden), len(extra)
 

@@ -16,12 +16,12 @@ from .plan import MIN_CALIBRATION
 
 def load_calibration(path: str, samples: int | None, model) -> tuple[list[np.ndarray], dict]:
     """One array per model input (fitted to its shape), and what was used: path, sha256, count."""
-    arrays = data_lib.read_npz(path, "calibration file")
     names = input_names(model)
+    arrays = data_lib.read_npz(path, "calibration file", keys=names, count=samples)
     if all(name in arrays for name in names):
         raw = [arrays[name] for name in names]
     elif len(names) == 1:
-        x, _ = data_lib.load_samples_npz(path, "calibration file")
+        x, _ = data_lib.load_samples_npz(path, "calibration file", count=samples)
         raw = [x]
     else:
         raise DataError(f"calibration file {path} needs one array per model input: {', '.join(names)}")

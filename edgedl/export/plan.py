@@ -29,6 +29,7 @@ class ExportOptions:
     onnx_quant: str = "auto"
     allow_flex: bool = False
     unsafe: bool = False
+    name: str | None = None  # artifact name stem (sanitized); default: the run's or the file's name
 
 
 @dataclass

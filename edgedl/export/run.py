@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import multiprocessing
+import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from ..core.env import die_with_parent
 from ..core.errors import ExportError
-from ..core.files import ensure_writable_dir, read_json, write_json
+from ..core.files import locked, read_json, sweep_leftovers, write_json
 from ..core.layout import INDEX
+from ..core.outputs import claim
 from .plan import ExportOptions, Target
 
 
@@ -29,15 +32,16 @@ def export(source: str | Path, targets: list[Target], out: str | Path | None = N
     from .source import resolve_source
 
     options = options or ExportOptions()
-    src = resolve_source(source, options)
-    out_dir = ensure_writable_dir(out or src.default_out)
+    src = resolve_source(source, options, needs_calibration=any(t.precision == "int8" for t in targets))
+    out_dir = claim(out or src.default_out, "exports", protect=tuple(p for p in (src.run_dir,) if p))
+    sweep_leftovers(out_dir)
     say = progress or (lambda message: None)
     records = _run_jobs(src, targets, out_dir, options, say)
     _update_index(out_dir, records)
     failed = [r for r in records if "error" in r]
     if failed:
         raise ExportError("; ".join(f"{r['target']}: {r['error']}" for r in failed))
-    return records
+    return [{**r, "out_dir": str(out_dir)} for r in records]
 
 
 def check(source: str | Path, targets: list[Target], options: ExportOptions | None = None) -> dict:
@@ -51,8 +55,10 @@ def check(source: str | Path, targets: list[Target], options: ExportOptions | No
 
 
 def _pool() -> futures.ProcessPoolExecutor:
-    # spawn, not fork: the worker must not inherit a half-initialised TensorFlow or locks.
-    return futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    # spawn, not fork: the worker must not inherit a half-initialised TensorFlow or locks. The worker
+    # dies with this process, so a killed export leaves nobody writing.
+    return futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=die_with_parent, initargs=(os.getpid(),))
 
 
 def _run_jobs(src, targets: list[Target], out_dir: Path, options: ExportOptions, say) -> list[dict]:
@@ -85,10 +91,13 @@ def _summary(target: Target, record: dict) -> str:
 def _update_index(out_dir: Path, records: list[dict]) -> None:
     """artifacts.json lists every artifact in the folder; entries for re-exported files are replaced."""
     index_path = out_dir / INDEX
-    index = read_json(index_path, "artifact index") if index_path.exists() else {"artifacts": []}
-    fresh = {r["file"]: r for r in records if "error" not in r}
-    kept = [a for a in index.get("artifacts", []) if a.get("file") not in fresh and (out_dir / a["file"]).exists()]
-    write_json(index_path, {"edgedl": "artifact-index/1", "artifacts": kept + list(fresh.values())})
+    with locked(out_dir):  # two exports into one folder must not lose each other's entries
+        index = read_json(index_path, "artifact index") if index_path.exists() else {}
+        index = index if isinstance(index, dict) and isinstance(index.get("artifacts"), list) else {"artifacts": []}
+        fresh = {r["file"]: r for r in records if "error" not in r}
+        kept = [a for a in index.get("artifacts", []) if isinstance(a, dict) and a.get("file") not in fresh
+                and (out_dir / str(a.get("file"))).is_file()]
+        write_json(index_path, {"edgedl": "artifact-index/1", "artifacts": kept + list(fresh.values())})
 
 
 # ---------------------------------------------------------------- worker side (TensorFlow lives here)
@@ -104,6 +113,9 @@ def _worker_convert(src: dict, target: dict, out_dir: str, options: dict) -> dic
         return {"target": label, "error": exc.one_line()}
     except OSError as exc:  # a full disk or a file-size limit while writing the artifact
         return {"target": label, "error": f"cannot write the artifact: {exc.strerror or exc}"}
+    except Exception as exc:  # the converters (TensorFlow, tf2onnx, onnxruntime) fail in their own types
+        text = " ".join(str(exc).split())[:300]
+        return {"target": label, "error": f"the converter failed: {exc.__class__.__name__}: {text}"}
 
 
 def _worker_check(src: dict, targets: list[dict], options: dict) -> dict:

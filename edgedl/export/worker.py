@@ -14,7 +14,8 @@ import numpy as np
 from ..core.env import import_keras, library_versions, quiet_output
 from ..core.errors import ExportError
 from ..core.files import atomic_path, write_json
-from ..core.layout import SUFFIX, sidecar_path
+from ..core.layout import SUFFIX, relative_to, sidecar_path
+from ..core.outputs import inside
 from ..runners.modelio import input_names
 from .calibration import load_calibration
 
@@ -41,34 +42,48 @@ def _convert_target(src: dict, target: dict, out_dir: Path, options: dict) -> di
         blob = tflite.convert(model, precision, calibration and calibration[0], options["io"], options["allow_flex"])
     else:
         blob, extra = _onnx_bytes(src, model, precision, calibration, options)
-    path = out_dir / f"{src['name']}_{precision}{SUFFIX[fmt]}"
-    record = _write_checked(path, blob, options)
-    record.update(
-        target=f"{fmt} {precision}", precision=precision, name=src["name"], architecture=src["architecture"],
-        io=options["io"] if (fmt == "tflite" and precision == "int8") else "float",
-        source_model={"path": src["model_path"], "sha256": src["model_sha256"]},
-        calibration=calibration[1] if calibration else None,
-        out_dir=str(out_dir), versions=library_versions(), time_s=round(time.perf_counter() - started, 2), **extra,
-    )
-    if record.get("stateful"):
-        record["notes"] = ["stateful: reset variable tensors (interpreter.reset_all_variables()) before every "
-                           "inference; the fused LSTM keeps h/c between invokes"]
-    write_json(sidecar_path(path), record)
-    return record
+    path = inside(out_dir, out_dir / f"{src['name']}_{precision}{SUFFIX[fmt]}")  # never written elsewhere
+    facts = {
+        "target": f"{fmt} {precision}", "precision": precision, "name": src["name"],
+        "architecture": src["architecture"],
+        "io": options["io"] if (fmt == "tflite" and precision == "int8") else "float",
+        # Paths in a sidecar are relative to the sidecar, so a folder can move or be bundled from anywhere.
+        "source_model": {"path": relative_to(src["model_path"], out_dir), "sha256": src["model_sha256"]},
+        "calibration": _relative_calibration(calibration[1], out_dir) if calibration else None,
+        "versions": library_versions(), **extra,
+    }
+    return _write_with_sidecar(path, blob, fmt, options, facts, started)
 
 
-def _write_checked(path: Path, blob: bytes, options: dict) -> dict:
-    """Write atomically, but only after the runtime loads the bytes and they use allowed ops."""
+def _relative_calibration(info: dict, out_dir: Path) -> dict:
+    return {**info, "path": relative_to(info["path"], out_dir)}
+
+
+def _write_with_sidecar(path: Path, blob: bytes, fmt: str, options: dict, facts: dict, started: float) -> dict:
+    """Write the artifact atomically, only after the runtime loads the bytes and they use allowed ops.
+
+    The sidecar is written completely *before* the artifact is renamed into place, so an artifact
+    on disk always has its sidecar (a full disk can leave a sidecar alone, which nothing trusts).
+    """
     from ..runners.describe import describe
 
+    sidecar = sidecar_path(path)
     with atomic_path(path) as tmp:
         tmp.write_bytes(blob)
-        info = describe(tmp, isolate=False)  # bytes the converter just produced
+        info = describe(tmp, isolate=False, kind=fmt)  # bytes the converter just produced
         if info["flex_ops"] and not options["allow_flex"]:
             raise ExportError(f"the result needs ops outside the builtin set ({', '.join(info['flex_ops'])})",
                               hint="simplify the model, or pass --allow-flex knowingly")
-    info["file"] = path.name
-    return info
+        record = {**info, "file": path.name, **facts, "time_s": round(time.perf_counter() - started, 2)}
+        if record.get("stateful"):
+            record["notes"] = ["stateful: reset variable tensors (interpreter.reset_all_variables()) before "
+                               "every inference; the fused LSTM keeps h/c between invokes"]
+        try:
+            write_json(sidecar, record)
+        except BaseException:
+            sidecar.unlink(missing_ok=True)
+            raise
+    return record
 
 
 # ---------------------------------------------------------------- model, calibration, ONNX cache
@@ -88,6 +103,10 @@ def fix_input_shapes(model, shapes: dict, seq_len: int | None):
     """Rebuild the model on inputs with concrete sizes where the user gave them."""
     if not shapes and seq_len is None:
         return model
+    unknown = set(shapes) - {"*"} - set(input_names(model))
+    if unknown:
+        raise ExportError(f"--input-shape names {', '.join(sorted(unknown))}, but the model's inputs are "
+                          f"{', '.join(input_names(model))}")
     keras = import_keras()
     inputs = []
     for tensor in model.inputs:

@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..core.files import read_json, write_json
+from ..core.files import read_json, sha256_file, write_json
 
 
 def step_key(*parts) -> str:
@@ -14,22 +14,36 @@ def step_key(*parts) -> str:
 
 
 class StepCache:
-    """steps.json: for each step, the hash of its inputs and what it produced."""
+    """steps.json: for each step, the hash of its inputs and the sha256 of every file it produced.
+
+    A step is skipped only when its inputs hash the same *and* each of its outputs is still there,
+    byte for byte: a deleted or edited output makes the step run again.
+    """
 
     def __init__(self, folder: Path, force: bool):
         self.path = folder / "steps.json"
         self.force = force
-        self.steps = read_json(self.path, "pipeline state").get("steps", {}) if self.path.exists() else {}
+        state = read_json(self.path, "pipeline state") if self.path.exists() else {}
+        steps = state.get("steps", {}) if isinstance(state, dict) else {}
+        self.steps = steps if isinstance(steps, dict) else {}
 
     def fresh(self, step: str, key: str) -> dict | None:
         entry = self.steps.get(step)
-        if self.force or not entry or entry.get("key") != key:
+        if self.force or not isinstance(entry, dict) or entry.get("key") != key:
             return None
-        if not all(Path(p).exists() for p in entry.get("outputs", [])):
+        outputs = entry.get("outputs")
+        if not isinstance(outputs, dict) or not outputs:
+            return None
+        if any(_digest(Path(path)) != digest for path, digest in outputs.items()):
             return None
         return entry
 
     def record(self, step: str, key: str, outputs: list[str], seconds: float, result=None) -> dict:
-        self.steps[step] = {"key": key, "outputs": outputs, "seconds": round(seconds, 2), "result": result}
-        write_json(self.path, {"edgedl": "pipeline-state/1", "steps": self.steps})
+        digests = {str(path): _digest(Path(path)) for path in outputs}
+        self.steps[step] = {"key": key, "outputs": digests, "seconds": round(seconds, 2), "result": result}
+        write_json(self.path, {"edgedl": "pipeline-state/2", "steps": self.steps})
         return self.steps[step]
+
+
+def _digest(path: Path) -> str | None:
+    return sha256_file(path) if path.is_file() else None

@@ -16,8 +16,10 @@ from .. import __version__
 from ..core.env import library_versions, machine_fingerprint
 from ..core.errors import EdgedlError, UsageError
 from ..core.files import read_json, sha256_file, write_json
-from ..core.layout import EXPORTS, HISTORY_FILE, INDEX, MANIFEST, VALIDATION_REPORT, find_artifacts
+from ..core.layout import EXPORTS, HISTORY_FILE, INDEX, MANIFEST, SUFFIX, VALIDATION_REPORT, sidecar_path
+from ..core.outputs import claim, inside, safe_name
 from ..recipe import Recipe, load_recipe, train_config
+from ..recipe import check_gates as check_gates_settings
 from .cache import StepCache, step_key
 from .gates import check_gates, recommend
 
@@ -48,7 +50,9 @@ def default_recipes() -> list[Path]:
 def pipeline(recipes: list[str | Path] | None = None, options: PipelineOptions | None = None, say=print) -> dict:
     options = options or PipelineOptions()
     paths = [Path(r) for r in recipes] if recipes else default_recipes()
-    loaded = [load_recipe(p) for p in paths]
+    loaded = _load_all(paths)  # every recipe, gate and name checked before any work starts
+    check_gates_settings({k: v for k, v in options.gates.items() if v is not None}, "pipeline options")
+    claim(options.out, "pipeline")
     started = time.perf_counter()
     outcomes = []
     for number, recipe in enumerate(loaded, 1):
@@ -70,9 +74,22 @@ def pipeline(recipes: list[str | Path] | None = None, options: PipelineOptions |
     return summary
 
 
+def _load_all(paths: list[Path]) -> list[Recipe]:
+    loaded = [load_recipe(p) for p in paths]
+    folders: dict[str, Path] = {}
+    for recipe in loaded:
+        recipe.name = safe_name(recipe.name)  # a recipe name becomes a folder and artifact names
+        if recipe.name in folders:
+            raise UsageError(f"recipes {folders[recipe.name]} and {recipe.path} both name the model "
+                             f"{recipe.name!r}; their outputs would overwrite each other",
+                             hint="give each recipe its own [model] name")
+        folders[recipe.name] = recipe.path
+    return loaded
+
+
 def _run_recipe(recipe: Recipe, options: PipelineOptions, say) -> dict:
-    folder = options.out / recipe.name
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = claim(options.out / recipe.name, "recipe")
+    inside(options.out, folder)
     cache = StepCache(folder, options.force)
     versions = library_versions()
     timings, errors = {}, []
@@ -85,10 +102,12 @@ def _run_recipe(recipe: Recipe, options: PipelineOptions, say) -> dict:
           [str(run_dir / MANIFEST)])
     run = read_json(run_dir / MANIFEST, "training manifest")
 
+    expected = _expected_artifacts(recipe)
     export_key = step_key("export", run["model"]["sha256"], recipe.targets, run["calibration"]["sha256"], versions)
     _step(cache, "export", export_key, timings, say, lambda: _export(recipe, run_dir, export_dir, say),
-          [str(export_dir / INDEX)])
-    artifacts = find_artifacts([export_dir])
+          [str(export_dir / INDEX)] + [str(export_dir / f) for name in expected for f in (name, name + ".json")])
+    _forget_unrequested(export_dir, expected, say)
+    artifacts = [export_dir / name for name in expected]
     artifact_hashes = {p.name: sha256_file(p) for p in artifacts}
 
     validate_key = step_key("validate", artifact_hashes, run["heldout"]["sha256"], options.samples, options.layers,
@@ -107,7 +126,7 @@ def _run_recipe(recipe: Recipe, options: PipelineOptions, say) -> dict:
         bundle_key = step_key("bundle", artifact_hashes.get(ship), validate_key, versions)
         try:
             _step(cache, "bundle", bundle_key, timings, say, lambda: _bundle(export_dir / ship, bundle_dir, say),
-                  [str(bundle_dir / MANIFEST)])
+                  [str(bundle_dir / MANIFEST), str(bundle_dir / ship)])
         except EdgedlError as exc:
             errors.append(f"bundle: {exc.one_line()}")
     gates = {**recipe.gates, **{k: v for k, v in options.gates.items() if v is not None}}
@@ -168,11 +187,39 @@ def _train(recipe: Recipe, options: PipelineOptions, run_dir: Path) -> dict:
     return {"test_accuracy": manifest["metrics"]["test_accuracy"]}
 
 
-def _export(recipe: Recipe, run_dir: Path, export_dir: Path, say) -> dict:
-    from ..export import export, parse_targets
+def _expected_artifacts(recipe: Recipe) -> list[str]:
+    """The artifact files the recipe's targets make: named after the recipe, one per target."""
+    from ..export import parse_targets
 
-    records = export(run_dir, parse_targets(recipe.targets), out=export_dir, progress=lambda m: say("    " + m))
+    return [f"{recipe.name}_{t.precision}{SUFFIX[t.format]}" for t in parse_targets(recipe.targets)]
+
+
+def _export(recipe: Recipe, run_dir: Path, export_dir: Path, say) -> dict:
+    from ..export import ExportOptions, export, parse_targets
+
+    records = export(run_dir, parse_targets(recipe.targets), out=export_dir, options=ExportOptions(name=recipe.name),
+                     progress=lambda m: say("    " + m))
     return {"artifacts": [r["file"] for r in records]}
+
+
+def _forget_unrequested(export_dir: Path, expected: list[str], say) -> None:
+    """Artifacts of targets the recipe no longer asks for leave the folder, the index and the gates.
+
+    Only files the index lists (edgedl wrote them) are removed; anything else is left alone.
+    """
+    index_path = export_dir / INDEX
+    index = read_json(index_path, "artifact index")
+    entries = [a for a in index.get("artifacts", []) if isinstance(a, dict)]
+    stale = [a for a in entries if a.get("file") not in expected]
+    if not stale:
+        return
+    for entry in stale:
+        artifact = export_dir / safe_name(str(entry.get("file")))
+        if artifact.is_file() and sha256_file(artifact) == entry.get("sha256"):
+            artifact.unlink()
+            sidecar_path(artifact).unlink(missing_ok=True)
+        say(f"    dropped {entry.get('file')}: its target is no longer in the recipe")
+    write_json(index_path, {**index, "artifacts": [a for a in entries if a.get("file") in expected]})
 
 
 def _validate(run_dir: Path, artifacts: list[Path], options: PipelineOptions, say) -> dict:

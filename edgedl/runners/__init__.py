@@ -23,15 +23,16 @@ def open_runner(path: str | Path, threads: int | None = 1, xnnpack: bool = True,
                 isolated: bool = True, backend: str | None = None) -> Runner:
     """A runner for ``path``, chosen by its suffix unless ``backend`` names one.
 
-    ``isolated`` first loads .tflite/.onnx files in a child process (runners.isolation), so a file
-    that crashes the native runtime becomes an ArtifactError instead of killing this process.
+    ``isolated`` runs .tflite/.onnx files in a bounded child process (runners.isolation): a file
+    that crashes, hangs or exhausts the runtime becomes an ArtifactError and this process lives on.
+    Pass False only for files edgedl itself just wrote, or inside such a child.
     ``threads`` None (or 0) keeps the runtime's own default, as an app that sets nothing gets.
     """
     backend = backend or backend_for(path)
     if isolated and backend != "keras":
-        from .isolation import probe
+        from .isolation import IsolatedRunner
 
-        probe(path)
+        return IsolatedRunner(path, backend, threads=threads, xnnpack=xnnpack)
     if backend == "litert":
         from .litert import LiteRTRunner
 

@@ -10,40 +10,47 @@ from ..core.files import sha256_file
 from ..core.layout import format_of
 
 
-def describe(path: str | Path, isolate: bool = True) -> dict:
+def describe(path: str | Path, isolate: bool = True, kind: str | None = None) -> dict:
     """The facts a manifest records about an artifact, read from the file itself.
 
-    ``isolate`` loads the file in a child process first (see runners.isolation); pass False only
-    for files edgedl has just written itself.
+    ``isolate`` loads and runs the file in a bounded child process first (runners.isolation); pass
+    False only for bytes edgedl has just written itself. ``kind`` names the format when the file's
+    name does not (edgedl's temporary files).
     """
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"artifact not found: {path}")
     if path.stat().st_size == 0:
         raise ArtifactError(f"{path} is empty")
-    kind = format_of(path)
-    if kind in ("tflite", "onnx") and isolate:
-        from .isolation import probe
-
-        probe(path)
+    kind = kind or format_of(path)
     if kind == "tflite":
-        body = _describe_tflite(path)
+        body = _describe_tflite(path, isolate)
     elif kind == "onnx":
         body = _describe_onnx(path)
+        if isolate:
+            from .isolation import probe
+
+            probe(path, "onnxruntime")
     else:
         raise UsageError(f"{path}: inspect reads .tflite and .onnx files")
     return {"file": path.name, "format": kind, "size": path.stat().st_size, "sha256": sha256_file(path), **body}
 
 
-def _describe_tflite(path: Path) -> dict:
-    from .litert import STATEFUL_OPS, op_names, open_interpreter, tensor_info
+def _describe_tflite(path: Path, isolate: bool) -> dict:
+    from .litert import STATEFUL_OPS, LiteRTRunner
 
     # Without the default XNNPACK delegate, so the op list shows the model's own ops, not DELEGATE.
-    interpreter = open_interpreter(path, threads=1, xnnpack=False)
-    ops = Counter(op_names(interpreter))
+    if isolate:
+        from .isolation import probe
+
+        info = probe(path, "litert", xnnpack=False)
+    else:
+        with LiteRTRunner(path, xnnpack=False) as runner:
+            info = {"inputs": runner.inputs, "outputs": runner.outputs, "ops": runner.ops()}
+    ops = Counter(info["ops"])
     return {
-        "inputs": [tensor_info(t).as_dict() for t in interpreter.get_input_details()],
-        "outputs": [tensor_info(t).as_dict() for t in interpreter.get_output_details()],
+        "inputs": [t.as_dict() for t in info["inputs"]],
+        "outputs": [t.as_dict() for t in info["outputs"]],
         "ops": dict(sorted(ops.items())),
         "stateful": bool(STATEFUL_OPS & set(ops)),
         "flex_ops": sorted(op for op in ops if op.startswith("Flex") or op == "CUSTOM"),
@@ -58,7 +65,8 @@ def _describe_onnx(path: Path) -> dict:
 
         raise RuntimeMissing("reading .onnx files needs the onnx package", hint="pip install onnx") from exc
     try:
-        model = onnx.load(str(path))
+        # External data is never followed: a hostile file could name any file on this machine.
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise ArtifactError(f"{path} is not a valid ONNX file: {exc.__class__.__name__}: {str(exc)[:200]}") from exc
     initializers = {i.name for i in model.graph.initializer}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.env import quiet_output
 from ..core.errors import ArtifactError, RuntimeMissing
 from .base import Runner, TensorInfo
 
@@ -51,8 +52,9 @@ def open_interpreter(path: str | Path, threads: int | None = 1, xnnpack: bool = 
     if not xnnpack:
         kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        interpreter = module.Interpreter(**kwargs)
-        interpreter.allocate_tensors()
+        with quiet_output():  # LiteRT prints an INFO banner to fd 2 when it applies XNNPACK
+            interpreter = module.Interpreter(**kwargs)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ArtifactError(f"{path} is not a loadable TFLite model: {' '.join(str(exc).split())[:200]}") from exc
     return interpreter

@@ -21,6 +21,7 @@ def load_keras_model(path: str | Path, safe_mode: bool = True):
                          hint="save the model with model.save('name.keras')")
     if path.stat().st_size == 0 or not zipfile.is_zipfile(path):
         raise ModelError(f"{path} is empty, truncated or not a Keras archive")
+    check_archive(path)
     from ..core.env import import_keras
 
     keras = import_keras()
@@ -32,6 +33,34 @@ def load_keras_model(path: str | Path, safe_mode: bool = True):
         return keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
     except Exception as exc:  # Keras raises ValueError/TypeError/KeyError/OSError for bad archives
         raise ModelError(_explain(path, exc)) from exc
+
+
+MAX_MODEL_BYTES = 4 * 2**30  # uncompressed size of a .keras archive (EDGEDL_MAX_MODEL_BYTES overrides)
+MAX_CONFIG_BYTES = 64 * 2**20  # config.json and metadata.json: text that describes the layers
+MAX_RATIO = 50  # Keras stores its members uncompressed; a member inflating 50× is a bomb, not a model
+
+
+def check_archive(path: Path) -> None:
+    """Refuse a .keras archive whose members would inflate beyond reason, before anything extracts it."""
+    import os
+
+    limit = int(os.environ.get("EDGEDL_MAX_MODEL_BYTES", MAX_MODEL_BYTES))
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelError(f"{path} is not a readable Keras archive: {exc}") from exc
+    total = sum(m.file_size for m in members)
+    if total > limit:
+        raise ModelError(f"{path} would unpack to {total / 2**30:.1f} GiB; edgedl opens at most "
+                         f"{limit / 2**30:.1f} GiB (EDGEDL_MAX_MODEL_BYTES)")
+    for member in members:
+        if member.filename.endswith(".json") and member.file_size > MAX_CONFIG_BYTES:
+            raise ModelError(f"{path}: {member.filename} is {member.file_size / 2**20:.0f} MB; a Keras config is "
+                             f"at most {MAX_CONFIG_BYTES // 2**20} MB")
+        if member.file_size > 2**20 and member.file_size > MAX_RATIO * max(member.compress_size, 1):
+            raise ModelError(f"{path}: {member.filename} inflates {member.file_size // max(member.compress_size, 1)}× "
+                             f"(to {member.file_size / 2**20:.0f} MB); refusing what looks like a zip bomb")
 
 
 def _explain(path: Path, exc: Exception) -> str:

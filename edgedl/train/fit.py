@@ -7,8 +7,6 @@ an interrupted run leaves the previous manifest and model untouched.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,11 +15,12 @@ import numpy as np
 
 from .. import data as data_lib
 from ..core.env import import_keras, library_versions
-from ..core.errors import DataError, EdgedlError, UsageError
-from ..core.files import ensure_writable_dir, sha256_file, write_json, write_npz
+from ..core.errors import DataError, EdgedlError, TrainingError
+from ..core.files import sha256_file, staging_dir, sweep_leftovers, write_json, write_npz
 from ..core.layout import CALIBRATION_FILE, HELDOUT_FILE, HISTORY_FILE, MANIFEST, MODEL_FILE
 from ..core.metrics import accuracy
-from ..recipe import TRAIN_SETTINGS, TrainConfig
+from ..core.outputs import claim, name_from_reference
+from ..recipe import TRAIN_SETTINGS, TrainConfig, check_settings
 from .architectures import registry as architectures
 
 
@@ -32,7 +31,9 @@ def train(config: TrainConfig) -> dict:
     from . import distribute
 
     setup = distribute.configure(config.device, config.strategy, config.mixed_precision)
-    out = ensure_writable_dir(config.out) if setup.is_chief else None  # only the chief writes
+    out = claim(config.out, "run") if setup.is_chief else None  # only the chief writes
+    if out is not None:
+        sweep_leftovers(out)
     keras = import_keras()
     keras.utils.set_random_seed(config.seed)
     with setup.strategy.scope():
@@ -47,7 +48,9 @@ def train(config: TrainConfig) -> dict:
     started = time.perf_counter()
     history = _fit(model, x_train, dataset.y_train, x_val, dataset.y_val, settings, config, sequence, setup)
     elapsed = time.perf_counter() - started
-    test_accuracy = accuracy(_predict(model, x_test, setup), dataset.y_test)
+    predictions = _predict(model, x_test, setup)
+    _refuse_diverged(model, history, predictions, settings)
+    test_accuracy = accuracy(predictions, dataset.y_test)
     metrics = {
         "test_accuracy": test_accuracy,
         "val_accuracy": float(max(history.get("val_accuracy", [0.0]))),
@@ -70,16 +73,13 @@ def _resolve(config: TrainConfig):
         value = getattr(config, key)
         if value is not None:
             defaults[key] = value
-    if defaults["epochs"] < 1 or defaults["batch_size"] < 1:
-        raise UsageError("--epochs and --batch-size must be at least 1")
-    if defaults.get("augment", "none") not in ("none", "shift"):
-        raise UsageError(f"unknown augmentation {defaults['augment']!r}; choose none or shift")
+    check_settings(defaults, config.seed)
     return arch, defaults
 
 
 def _build_model(config, arch, dataset, keras):
     if arch is not None:
-        return arch.build(dataset.sample_shape, dataset.num_classes)
+        return _call_builder(arch, dataset.sample_shape, dataset.num_classes, keras)
     from ..runners.modelio import load_keras_model
 
     model = load_keras_model(config.model, safe_mode=not config.extra.get("unsafe", False))
@@ -88,6 +88,24 @@ def _build_model(config, arch, dataset, keras):
         raise DataError(
             f"labels out of range: the data has {dataset.num_classes} classes but {config.model} outputs {units}"
         )
+    return model
+
+
+ARCHITECTURE_SIGNATURE = "build(input_shape: tuple, num_classes: int) -> keras.Model"
+
+
+def _call_builder(arch, input_shape: tuple, num_classes: int, keras):
+    """Call a (possibly user) architecture function; anything but a Keras model is a clear usage error."""
+    from ..core.errors import UsageError
+
+    try:
+        model = arch.build(tuple(input_shape), num_classes)
+    except TypeError as exc:
+        raise UsageError(f"architecture {arch.name!r} could not be called as {ARCHITECTURE_SIGNATURE}: {exc}",
+                         hint="see README, Your own model") from exc
+    if not isinstance(model, keras.Model):
+        raise UsageError(f"architecture {arch.name!r} returned {type(model).__name__}, not a keras.Model",
+                         hint=f"the function must be {ARCHITECTURE_SIGNATURE}")
     return model
 
 
@@ -146,7 +164,7 @@ def _fit(model, x_train, y_train, x_val, y_val, settings, config, sequence, setu
         return worker_loop.fit(model, batches, x_val, y_val_fit, settings, setup.strategy, steps_per_epoch)
     else:
         batches = ShiftedBatches(x_train, y_fit, batch_size=global_batch, seed=config.seed, augment=augment)
-    callbacks = [keras.callbacks.EarlyStopping(
+    callbacks = [keras.callbacks.TerminateOnNaN(), keras.callbacks.EarlyStopping(
         monitor="val_accuracy", patience=settings.get("patience", 5), restore_best_weights=True,
         start_from_epoch=min(3, settings["epochs"] - 1),
     )]
@@ -177,9 +195,23 @@ def _verbosity(verbose) -> int | str:
     return "auto" if os.isatty(1) else 2
 
 
+def _refuse_diverged(model, history: dict, predictions: np.ndarray, settings: dict) -> None:
+    """A model whose loss, weights or outputs are NaN/Inf is garbage: no run is written for it."""
+    losses = history.get("loss", [])
+    bad_epoch = next((i + 1 for i, value in enumerate(losses) if not np.isfinite(value)), None)
+    bad_weights = sum(int(np.count_nonzero(~np.isfinite(w))) for w in model.get_weights())
+    bad_outputs = int(np.count_nonzero(~np.isfinite(predictions)))
+    if bad_epoch is None and not bad_weights and not bad_outputs:
+        return
+    where = f"the loss became NaN/Inf in epoch {bad_epoch}" if bad_epoch else (
+        f"{bad_weights} weights are NaN/Inf" if bad_weights else f"{bad_outputs} test outputs are NaN/Inf")
+    raise TrainingError(f"training diverged: {where}; no run was written",
+                        hint=f"lower --learning-rate (was {settings['learning_rate']:g}), add clipnorm, or scale "
+                             "the data to a small range")
+
+
 def _write_run(out, model, dataset, arch, settings, config, setup, history, metrics, elapsed) -> dict:
-    staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
-    try:
+    with staging_dir(out, "run") as staging:
         model_path = staging / MODEL_FILE
         try:
             model.save(model_path)
@@ -193,8 +225,6 @@ def _write_run(out, model, dataset, arch, settings, config, setup, history, metr
         write_json(staging / MANIFEST, manifest)
         for name in (MODEL_FILE, CALIBRATION_FILE, HELDOUT_FILE, HISTORY_FILE, MANIFEST):
             os.replace(staging / name, out / name)  # manifest last: it only ever names complete files
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 
@@ -202,6 +232,7 @@ def _manifest(model, dataset, arch, settings, config, setup, metrics, elapsed, s
     return {
         "edgedl": "training-run/1",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "name": name_from_reference(arch.name if arch else str(config.model)),
         "architecture": arch.name if arch else None,
         "model_source": str(config.model),
         "model": _file_entry(staging / MODEL_FILE),

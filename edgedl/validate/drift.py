@@ -149,10 +149,11 @@ def _onnx_drift(artifact: Path, inputs) -> list[dict]:
 
 
 def _all_tensors(path: Path, inputs) -> dict:
-    """Every float tensor of the graph on ``inputs``, by name."""
-    from ..runners.onnxrt import OnnxRuntimeRunner, with_every_tensor
+    """Every float tensor of the graph on ``inputs``, by name (run bounded: the file is the user's)."""
+    from ..runners.isolation import isolated_bytes
+    from ..runners.onnxrt import with_every_tensor
 
-    runner = OnnxRuntimeRunner(with_every_tensor(path.read_bytes()))
-    values = runner.run(runner.prepare(inputs))
-    return {spec.name: value for spec, value in zip(runner.outputs, values, strict=True)
-            if spec.dtype.startswith("float")}
+    with isolated_bytes(with_every_tensor(path.read_bytes()), ".onnx", "onnxruntime") as runner:
+        values = runner.run(runner.prepare(inputs))
+        return {spec.name: value for spec, value in zip(runner.outputs, values, strict=True)
+                if spec.dtype.startswith("float")}

@@ -6,6 +6,7 @@ new export can be checked against last week's reference without loading Keras ag
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,11 +30,19 @@ class RunResult:
     seconds: float = 0.0
 
 
-def save_result(result: RunResult, path: str | Path) -> None:
+def _files(path: str | Path) -> tuple[Path, Path]:
+    """NAME.npz and NAME.json for a result called NAME (which may itself hold dots: mlp_int8.tflite)."""
     path = Path(path)
+    if path.suffix in (".npz", ".json"):
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".npz"), path.with_name(path.name + ".json")
+
+
+def save_result(result: RunResult, path: str | Path) -> None:
+    arrays_path, meta_path = _files(path)
     arrays = {f"output_{i}": array for i, array in enumerate(result.outputs)}
-    write_npz(path.with_suffix(".npz"), **arrays)
-    write_json(path.with_suffix(".json"), {
+    write_npz(arrays_path, **arrays)
+    write_json(meta_path, {
         "edgedl": "run-result/1", "source": result.source, "backend": result.backend,
         "output_names": result.output_names, "inputs_sha256": result.inputs_sha256,
         "info": result.info, "seconds": result.seconds,
@@ -41,15 +50,18 @@ def save_result(result: RunResult, path: str | Path) -> None:
 
 
 def load_result(path: str | Path) -> RunResult:
-    path = Path(path)
-    meta = read_json(path.with_suffix(".json"), "saved result")
+    arrays_path, meta_path = _files(path)
+    meta = read_json(meta_path, "saved result")
     try:
-        with np.load(path.with_suffix(".npz"), allow_pickle=False) as archive:
-            outputs = [archive[f"output_{i}"] for i in range(len(meta["output_names"]))]
-    except (OSError, KeyError, ValueError) as exc:
-        raise ArtifactError(f"saved result {path.with_suffix('.npz')} is missing or corrupt: {exc}") from exc
-    return RunResult(source=meta["source"], backend=meta["backend"], outputs=outputs,
-                     output_names=meta["output_names"], inputs_sha256=meta["inputs_sha256"],
+        names = meta["output_names"]
+        with np.load(arrays_path, allow_pickle=False) as archive:
+            outputs = [archive[f"output_{i}"] for i in range(len(names))]
+        info = {"source": meta["source"], "backend": meta["backend"], "inputs_sha256": meta["inputs_sha256"]}
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as exc:
+        raise ArtifactError(f"saved result {arrays_path} is missing or corrupt: {exc.__class__.__name__}: {exc}") \
+            from exc
+    return RunResult(source=info["source"], backend=info["backend"], outputs=outputs,
+                     output_names=names, inputs_sha256=info["inputs_sha256"],
                      info=meta.get("info", {}), seconds=meta.get("seconds", 0.0))
 
 

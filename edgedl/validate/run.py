@@ -13,10 +13,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import ArtifactError, DataError, EdgedlError, UsageError
+from ..core.errors import ArtifactError, DataError, EdgedlError, ModelError, UsageError
 from ..core.files import verify_sha256, write_json, write_text
-from ..core.layout import EXPORTS, VALIDATION_REPORT, find_artifacts, load_run, precision_of, read_sidecar
+from ..core.layout import (
+    EXPORTS,
+    VALIDATION_REPORT,
+    find_artifacts,
+    load_run,
+    precision_of,
+    read_sidecar,
+    relative_to,
+)
 from ..core.metrics import accuracy, is_classification
+from ..core.outputs import claim
 from ..train.architectures import registry as architectures
 from .inputs import Inputs, gather_inputs
 from .matrix import matrix_markdown, matrix_rows
@@ -50,11 +59,14 @@ def validate(model: str | Path | None, artifacts: list[str | Path], options: Val
              say=print) -> dict:
     """Validate each artifact; return the report (``report["passed"]``), having judged every output."""
     options = options or ValidateOptions()
+    if options.save_results:  # refused before any work when it would land on someone else's files
+        claim(options.save_results, "results", option="--save-results")
     model_path, model_dir, manifest = _resolve_model(model)
     if not artifacts and model_dir is not None:
         artifacts = [model_dir / EXPORTS]
     files = find_artifacts(artifacts)
     reference = _reference(model_path, model_dir, manifest, options, say)
+    warnings = check_reference(reference.result, say)
     reports, results = [], {}
     for artifact in files:
         report, result = _validate_one(artifact, reference, manifest, options, say)
@@ -62,6 +74,7 @@ def validate(model: str | Path | None, artifacts: list[str | Path], options: Val
         if result is not None:
             results[artifact.name] = result
     summary = _summary(model_path, reference, reports, options)
+    summary["warnings"] = warnings
     if options.layers:
         from .drift import layer_drift
 
@@ -88,6 +101,24 @@ def _resolve_model(model) -> tuple[Path | None, Path | None, dict | None]:
     if not path.exists():
         raise ArtifactError(f"model not found: {path}")
     return path, None, None
+
+
+def check_reference(result: RunResult, say) -> list[str]:
+    """A reference with NaN/Inf outputs certifies nothing: refuse. One whose output never changes
+    (an untrained or collapsed model) certifies little: flag it, in the report and on screen."""
+    warnings = []
+    for name, output in zip(result.output_names, result.outputs, strict=True):
+        bad = int(np.count_nonzero(~np.isfinite(output)))
+        if bad:
+            raise ModelError(f"the reference model's output {name!r} holds {bad} NaN/Inf values on "
+                             f"{len(output)} samples; no export can be certified against it",
+                             hint="retrain the model (lower the learning rate) or check the input data")
+        spread = float(np.max(np.abs(output - output[:1]))) if len(output) > 1 else None
+        if spread is not None and spread <= 1e-6 * max(1.0, float(np.max(np.abs(output)))):
+            warnings.append(f"the reference model's output {name!r} is the same for all {len(output)} inputs: "
+                            "an untrained or collapsed model, against which parity proves little")
+            say(f"⚠ {warnings[-1]}")
+    return warnings
 
 
 class Reference:
@@ -222,7 +253,8 @@ def _reference_accuracy(probs: np.ndarray, labels: np.ndarray | None) -> float |
 
 def _save(summary: dict, reference: Reference, results: dict, files: list[Path], options) -> None:
     report_path = Path(options.report) if options.report else files[0].parent / VALIDATION_REPORT
-    write_json(report_path, summary)
+    model = summary["model"]  # recorded relative to the report, like sidecars: the folder can move
+    write_json(report_path, {**summary, "model": relative_to(model, report_path.parent) if model else model})
     write_text(report_path.with_suffix(".md"), matrix_markdown(summary["matrix"]) + "\n")
     summary["report_path"] = str(report_path)
     if options.save_results:

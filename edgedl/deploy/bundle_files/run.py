@@ -16,12 +16,14 @@ every inference because stateful ops (the fused LSTM) keep state between invokes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -70,16 +72,46 @@ def _forced(name: str):
     return Interpreter, name
 
 
+@contextlib.contextmanager
+def quiet_stderr():
+    """Hide what native code prints to fd 2 (Python exceptions still carry their messages)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class BundleError(Exception):
+    """Something about the bundle or the input is wrong: one line for the user, exit 1."""
+
+
+def read_manifest(bundle: Path) -> dict:
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+        manifest["model"]["file"], manifest["model"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{bundle / 'manifest.json'} is missing or not an edgedl bundle manifest: {exc}") from exc
+    return manifest
+
+
 class Model:
     def __init__(self, bundle: Path, threads: int = 1):
-        self.manifest = json.loads((bundle / "manifest.json").read_text())
-        self.path = bundle / self.manifest["model"]["file"]
+        self.manifest = read_manifest(bundle)
+        self.path = bundle / Path(self.manifest["model"]["file"]).name
+        self.sha256_ok = check_sha256(self.path, self.manifest["model"]["sha256"])  # on every load
         interpreter_class, self.library = load_interpreter_class()
         try:
-            self.interpreter = interpreter_class(model_path=str(self.path), num_threads=threads)
-            self.interpreter.allocate_tensors()
+            with quiet_stderr():  # LiteRT prints an INFO banner when it applies XNNPACK
+                self.interpreter = interpreter_class(model_path=str(self.path), num_threads=threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            sys.exit(f"error: {self.library} cannot load {self.path.name}: {' '.join(str(exc).split())[:200]}")
+            raise BundleError(f"{self.library} cannot load {self.path.name}: {' '.join(str(exc).split())[:200]}") \
+                from exc
         self.inputs = self.interpreter.get_input_details()
         self.outputs = self.interpreter.get_output_details()
         self.stateful = self.manifest["runtime"]["reset_variables_before_invoke"]
@@ -111,31 +143,82 @@ class Model:
         return self._dequantize(self.raw(sample)[0], self.outputs[0])[0]
 
 
+MAX_IMAGE_PIXELS = 40_000_000  # a larger image is refused before it is decoded (a PNG bomb)
+MAX_INPUT_BYTES = 512 * 2**20  # the largest .npy accepted on the command line or stdin
+
+
 def preprocess(raw: np.ndarray, manifest: dict) -> np.ndarray:
     """Raw values (e.g. 0..255 pixels) → model input, exactly as in training."""
     pre = manifest["preprocessing"]
-    shape = manifest["inputs"][0]["shape"][1:]
-    x = np.asarray(raw, np.float32) * pre["scale"] + pre["offset"]
+    shape = [int(d) for d in manifest["inputs"][0]["shape"][1:]]
+    raw = np.asarray(raw)
+    if raw.dtype.kind not in "uif" or raw.size == 0:
+        raise BundleError(f"input must be a non-empty array of numbers, got {raw.dtype} with shape {raw.shape}")
+    x = raw.astype(np.float32) * pre["scale"] + pre["offset"]
+    if not np.isfinite(x).all():
+        raise BundleError("input holds NaN or Inf values")
+    per_sample = int(np.prod(shape))
+    if x.size % per_sample:
+        raise BundleError(f"input of shape {raw.shape} ({raw.size} values) cannot be split into samples of shape "
+                          f"{tuple(shape)} ({per_sample} values each)")
     return x.reshape((-1, *shape))
+
+
+def _load_npy(handle, where: str) -> np.ndarray:
+    try:
+        version = np.lib.format.read_magic(handle)
+        header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        shape, fortran, dtype = header[version](handle)
+        if dtype.hasobject:
+            raise BundleError(f"{where} holds Python objects, which run.py refuses to load")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if nbytes > MAX_INPUT_BYTES:
+            raise BundleError(f"{where} declares {nbytes:,} bytes; run.py reads at most {MAX_INPUT_BYTES:,}")
+        data = handle.read(nbytes)
+        if len(data) < nbytes:
+            raise BundleError(f"{where} is truncated ({len(data):,} of {nbytes:,} bytes)")
+        return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+    except BundleError:
+        raise
+    except (ValueError, KeyError, EOFError, OSError) as exc:
+        raise BundleError(f"{where} is not a .npy array: {' '.join(str(exc).split())[:120]}") from exc
+
+
+def _load_image(path: Path, manifest: dict) -> np.ndarray:
+    pre = manifest["preprocessing"]
+    if "image_size" not in pre:
+        raise BundleError(f"{path.name}: this model does not take images; pass a .npy array")
+    try:
+        from PIL import Image
+    except ImportError:
+        raise BundleError("reading images needs Pillow: pip install pillow (or pass a .npy array)") from None
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    height, width = pre["image_size"]
+    mode = "L" if pre["channels"] == 1 else "RGB"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return np.asarray(image.convert(mode).resize((width, height)), np.float32)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BundleError(f"{path.name} is too large to decode safely ({exc})") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise BundleError(f"{path.name} is not a readable image: {' '.join(str(exc).split())[:120]}") from exc
 
 
 def read_inputs(source: str, manifest: dict) -> np.ndarray:
     if source == "-":
-        return preprocess(np.load(io.BytesIO(sys.stdin.buffer.read()), allow_pickle=False), manifest)
+        return preprocess(_load_npy(io.BytesIO(sys.stdin.buffer.read(MAX_INPUT_BYTES + 1024)), "standard input"),
+                          manifest)
     path = Path(source)
     if not path.exists():
-        sys.exit(f"error: input not found: {path}")
-    if path.suffix == ".npy":
-        return preprocess(np.load(path, allow_pickle=False), manifest)
-    try:
-        from PIL import Image
-    except ImportError:
-        sys.exit("error: reading images needs Pillow: pip install pillow (or pass a .npy array)")
-    height, width = manifest["preprocessing"]["image_size"]
-    mode = "L" if manifest["preprocessing"]["channels"] == 1 else "RGB"
-    with Image.open(path) as image:
-        pixels = np.asarray(image.convert(mode).resize((width, height)), np.float32)
-    return preprocess(pixels, manifest)
+        raise BundleError(f"input not found: {path}")
+    if not path.is_file():
+        raise BundleError(f"{path} is not a file (pass an image, a .npy array, or - for standard input)")
+    if path.suffix.lower() == ".npy":
+        with open(path, "rb") as handle:
+            return preprocess(_load_npy(handle, path.name), manifest)
+    return preprocess(_load_image(path, manifest), manifest)
 
 
 def top_k(probs: np.ndarray, labels: list[str], k: int) -> list[tuple[str, float]]:
@@ -145,19 +228,37 @@ def top_k(probs: np.ndarray, labels: list[str], k: int) -> list[tuple[str, float
     return [(labels[i] if i < len(labels) else str(i), float(probs[i])) for i in order]
 
 
-def check_sha256(bundle: Path) -> bool:
-    """Before loading anything: is the model file the one this bundle was validated with?"""
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    actual = hashlib.sha256((bundle / manifest["model"]["file"]).read_bytes()).hexdigest()
-    ok = actual == manifest["model"]["sha256"]
-    print(f"{'✓' if ok else '✗'} sha256 {actual[:16]}… {'matches' if ok else 'DIFFERS from'} the manifest")
-    return ok
+def check_sha256(model_path: Path, expected: str) -> str:
+    """Before the interpreter sees it: is the model file the one this bundle was validated with?
+
+    Checked on every load (about 1 ms per MB here), so a replaced model is never run.
+    """
+    try:
+        actual = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise BundleError(f"cannot read the model {model_path}: {exc.strerror or exc}") from exc
+    if actual != expected:
+        raise BundleError(f"{model_path.name} was changed or replaced after it was validated (sha256 {actual[:16]}…, "
+                          f"manifest says {expected[:16]}…); refusing to run it")
+    return actual
+
+
+def load_golden(manifest: dict) -> dict:
+    path = HERE / Path(str(manifest.get("golden", {}).get("file", "golden.npz"))).name
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            golden = {key: archive[key] for key in ("inputs", "expected_raw")}
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise BundleError(f"{path.name} is missing or not this bundle's golden vectors: {exc}") from exc
+    if len(golden["inputs"]) != len(golden["expected_raw"]) or not len(golden["inputs"]):
+        raise BundleError(f"{path.name} holds mismatched or no golden vectors")
+    return golden
 
 
 def self_test(model: Model) -> bool:
     manifest = model.manifest
     ok = True
-    golden = np.load(HERE / manifest["golden"]["file"], allow_pickle=False)
+    golden = load_golden(manifest)
     steps = manifest["golden"]["tolerance_steps"] or {}
     tolerance, atol = steps.get(model.library, max(steps.values(), default=0)), manifest["golden"]["atol"]
     worst = 0.0
@@ -179,7 +280,7 @@ def self_test(model: Model) -> bool:
 
 
 def bench(model: Model, runs: int) -> None:
-    sample = np.load(HERE / model.manifest["golden"]["file"], allow_pickle=False)["inputs"][0]
+    sample = load_golden(model.manifest)["inputs"][0]
     for _ in range(10):
         model.raw(sample)
     times = []
@@ -192,35 +293,49 @@ def bench(model: Model, runs: int) -> None:
           f"p90 {np.percentile(times_us, 90):.1f} µs, min {times_us.min():.1f} µs")
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*", help="image file, .npy array, or - for a .npy on stdin")
     parser.add_argument("--self-test", action="store_true", help="verify sha256 and golden vectors")
     parser.add_argument("--bench", action="store_true", help="quick latency measurement")
-    parser.add_argument("--runs", type=int, default=500)
-    parser.add_argument("--top-k", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=_positive, default=500)
+    parser.add_argument("--top-k", type=_positive, default=3)
+    parser.add_argument("--threads", type=_positive, default=1)
     parser.add_argument("--json", action="store_true", help="print predictions as JSON")
     args = parser.parse_args(argv)
-    if args.self_test and not check_sha256(HERE):
-        return 1  # a tampered or replaced model is never loaded
-    model = Model(HERE, threads=args.threads)
+    if not (args.self_test or args.bench or args.inputs):
+        parser.print_help()
+        return 0
+    try:
+        return _run(args)
+    except BundleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args) -> int:
+    manifest = read_manifest(HERE)
+    samples = [sample for source in args.inputs for sample in read_inputs(source, manifest)]  # bad input: fail first
+    model = Model(HERE, threads=args.threads)  # checks the model's sha256 before the interpreter loads it
     status = 0
     if args.self_test:
+        print(f"✓ sha256 {model.sha256_ok[:16]}… matches the manifest")
         status = 0 if self_test(model) else 1
     if args.bench:
         bench(model, args.runs)
-    results = []
-    for source in args.inputs:
-        for sample in read_inputs(source, model.manifest):
-            results.append(top_k(model.predict(sample), model.labels, args.top_k))
+    results = [top_k(model.predict(sample), model.labels, args.top_k) for sample in samples]
     if args.json and results:
         print(json.dumps([[{"label": label, "score": score} for label, score in r] for r in results]))
     else:
         for ranked in results:
             print("  ".join(f"{label}: {score:.3f}" for label, score in ranked))
-    if not (args.self_test or args.bench or args.inputs):
-        parser.print_help()
     return status
 
 
