@@ -7,20 +7,21 @@ the trainer all read them from this list.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.errors import UsageError
+from .core.files import read_toml
 from .data import DEFAULT_DATA
 
 DEFAULT_TARGETS = ["tflite:fp32", "tflite:fp16", "tflite:dynamic", "tflite:int8", "onnx:fp32", "onnx:int8"]
 # Settings a recipe's [train] table, the CLI and the API may give; the architecture supplies defaults.
 TRAIN_SETTINGS = ("epochs", "batch_size", "learning_rate", "augment", "patience", "clipnorm")
-RUNTIME_SETTINGS = ("device", "strategy", "mixed_precision", "verbose")
-TRAIN_KEYS = {*TRAIN_SETTINGS, "seed"}
+RUNTIME_SETTINGS = ("device", "strategy", "mixed_precision", "verbose", "task", "qat_epochs", "backend")
+TRAIN_KEYS = {*TRAIN_SETTINGS, "seed", "qat_epochs", "backend"}
 GATE_KEYS = {"max_accuracy_drop", "min_agreement", "max_latency_ms", "max_size_kb"}
 DEFAULT_CALIBRATION_SAMPLES = 200
+RESCUE_RUNGS = ("keep_float", "int16x8", "qat")
 AUGMENTATIONS = ("none", "shift")
 MAX_SEED = 2**32 - 1  # numpy and Keras seeds are unsigned 32-bit
 
@@ -88,13 +89,17 @@ class TrainConfig:
     strategy: str = "auto"
     mixed_precision: bool = False
     verbose: int | str = "auto"
+    task: str | None = None  # classification or regression; None: inferred from the labels
+    qat_epochs: int = 0  # after float training, this many epochs of quantization-aware fine-tuning (0: none)
+    name: str | None = None  # the run's name (artifacts are NAME_precision); default: from the architecture
+    backend: str = "tensorflow"  # the Keras backend that trains: tensorflow, jax, torch, or auto (train/backends.py)
     extra: dict = field(default_factory=dict)
 
 
 @dataclass
 class Recipe:
     name: str
-    architecture: str
+    architecture: str | None  # a seed name or file.py:function to train; None with ``keras``
     data: str = DEFAULT_DATA
     seed: int = 0
     train: dict = field(default_factory=dict)
@@ -102,6 +107,13 @@ class Recipe:
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
     gates: dict = field(default_factory=dict)
     path: Path | None = None
+    task: str | None = None
+    keras: Path | None = None  # a model trained elsewhere: the pipeline adopts it instead of training
+    card: Path | None = None  # what edgedl must know about that model (docs: "Your own model")
+    tolerances: dict = field(default_factory=dict)  # parity limits, as validate's --tolerance
+    # When an int8 artifact fails its gates, the pipeline tries these in order (pipeline/rescue.py)
+    rescue: list[str] = field(default_factory=lambda: list(RESCUE_RUNGS))
+    qat_epochs: int = 3
 
 
 def is_recipe(spec: str) -> bool:
@@ -110,15 +122,11 @@ def is_recipe(spec: str) -> bool:
 
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise UsageError(f"recipe not found: {path}") from exc
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"recipe {path} is not valid TOML: {exc}") from exc
+    doc = read_toml(path, "recipe")
     model = _table(doc, "model", path)
-    if "architecture" not in model:
-        raise UsageError(f"recipe {path} lacks [model] architecture = \"...\"")
+    if ("architecture" in model) == ("keras" in model):
+        raise UsageError(f"recipe {path} needs exactly one of [model] architecture = \"...\" (train it) "
+                         "or keras = \"model.keras\" (a model trained elsewhere)")
     train = _table(doc, "train", path)
     unknown = set(train) - TRAIN_KEYS
     if unknown:
@@ -129,9 +137,20 @@ def load_recipe(path: str | Path) -> Recipe:
     targets = export.get("targets", DEFAULT_TARGETS)
     if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
         raise UsageError(f"recipe {path}: [export] targets must be a list of strings like \"tflite:int8\"")
+    rescue = _table(doc, "rescue", path)
+    rungs = rescue.get("rungs", list(RESCUE_RUNGS))
+    if not isinstance(rungs, list) or set(rungs) - set(RESCUE_RUNGS):
+        raise UsageError(f"recipe {path}: [rescue] rungs must be a list drawn from {list(RESCUE_RUNGS)}, got {rungs!r}")
+    task = data.get("task")
+    if task is not None and task not in ("classification", "regression"):
+        raise UsageError(f"recipe {path}: [data] task must be classification or regression, got {task!r}")
     return Recipe(
         name=_text(model.get("name", path.stem), "[model] name", path),
-        architecture=_text(model["architecture"], "[model] architecture", path),
+        architecture=_architecture(model["architecture"], path) if "architecture" in model else None,
+        keras=_beside(path, _text(model["keras"], "[model] keras", path)) if "keras" in model else None,
+        card=_beside(path, _text(model["card"], "[model] card", path)) if "card" in model else None,
+        task=task,
+        tolerances=_numbers(_table(doc, "tolerances", path), f"recipe {path} [tolerances]"),
         data=_text(data.get("source", DEFAULT_DATA), "[data] source", path),
         seed=_in_recipe(path, check_seed, data.get("seed", 0)),
         train=train,
@@ -140,7 +159,32 @@ def load_recipe(path: str | Path) -> Recipe:
                                        1, "calibration_samples"),
         gates=gates,
         path=path,
+        rescue=list(rungs),
+        qat_epochs=_in_recipe(path, _whole, rescue.get("qat_epochs", 3), 1, "qat_epochs"),
     )
+
+
+def _architecture(value, path: Path) -> str:
+    """A seed name, module:function, or file.py:function — a relative file found beside the recipe first."""
+    text = _text(value, "[model] architecture", path)
+    target, _, function = text.rpartition(":")
+    if target.endswith(".py") and not Path(target).is_absolute() and (path.parent / target).is_file():
+        return f"{path.parent / target}:{function}"
+    return text
+
+
+def _beside(recipe: Path, relative: str) -> Path:
+    """Paths in a recipe are relative to the recipe file."""
+    path = Path(relative)
+    return path if path.is_absolute() else recipe.parent / path
+
+
+def _numbers(table: dict, where: str) -> dict:
+    for key, value in table.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise UsageError(f"{where}: {key} must be a finite number, got {value!r}")
+    return table
 
 
 def _table(doc: dict, name: str, path: Path) -> dict:
@@ -183,8 +227,9 @@ def train_config(recipe=None, model=None, data=None, out=None, seed=None, calibr
             model = model or recipe  # `edgedl train cnn` reads as --model cnn
         else:
             loaded = load_recipe(recipe)
-            base = {"model": loaded.architecture, "data": loaded.data, "seed": loaded.seed,
-                    "calibration_samples": loaded.calibration_samples, **loaded.train}
+            base = {"model": loaded.architecture or str(loaded.keras), "data": loaded.data, "seed": loaded.seed,
+                    "calibration_samples": loaded.calibration_samples, "task": loaded.task, "name": loaded.name,
+                    **loaded.train}
             base.setdefault("out", Path("runs") / loaded.name)
     model = model or base.get("model", "cnn")
     config = TrainConfig(
@@ -200,7 +245,14 @@ def train_config(recipe=None, model=None, data=None, out=None, seed=None, calibr
         value = base.get(key) if value is None else value
         if value is not None:
             setattr(config, key, value)
+    config.task = base.get("task")
+    config.qat_epochs = _whole(base.get("qat_epochs", 0), 0, "qat_epochs")
+    config.backend = base.get("backend", "tensorflow")
+    if base.get("name"):
+        from .core.outputs import safe_name
+
+        config.name = safe_name(base["name"])  # the recipe's name names the run and its artifacts
     for key in RUNTIME_SETTINGS:
-        if key in settings:
+        if key in settings and settings[key] is not None:
             setattr(config, key, settings[key])
     return config

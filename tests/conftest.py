@@ -60,7 +60,7 @@ def pytest_configure(config):
 
 # Tests that train or convert real models take seconds each: they form the slow tier, and
 # `pytest -m "not slow"` runs the rest in well under a minute (README, Development).
-SLOW_FIXTURES = {"tiny_runs", "tiny_exports", "cnn_bundle", "seed_bundles"}
+SLOW_FIXTURES = {"tiny_runs", "tiny_exports", "cnn_bundle", "seed_bundles", "seed_reports", "mlp_bundle", "wide_mlp"}
 
 
 def pytest_collection_modifyitems(config, items):

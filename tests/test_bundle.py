@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgedl.deploy.bundle import c_array, parse_c_array
+from edgedl.deploy.mcu_project import c_array, parse_c_array
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_self_test_without_tensorflow(cnn_bundle, runtime_venv, tiny_runs):
     np.save(cnn_bundle / "x.npy", raw)
     done = subprocess.run([str(runtime_venv), str(cnn_bundle / "run.py"), str(cnn_bundle / "x.npy"), "--json",
                            "--top-k", "1"], capture_output=True, text=True, check=True)
-    device_top1 = [int(r[0]["label"]) for r in json.loads(done.stdout)]
+    device_top1 = [int(r["probs"][0]["label"]) for r in json.loads(done.stdout)]  # outputs by Keras name
     from edgedl.runners.litert import LiteRTRunner
 
     ours = LiteRTRunner(cnn_bundle / "cnn_int8.tflite").infer([heldout["x"][:40]])[0]

@@ -9,7 +9,8 @@ import sys
 import pytest
 from conftest import run_cli
 
-COMMANDS = ["train", "export", "validate", "bench", "bundle", "pipeline", "inspect", "device-check"]
+COMMANDS = ["train", "finetune", "export", "validate", "bench", "bundle", "pipeline", "inspect", "device-check",
+            "mcu-check"]
 
 
 def test_help_imports_no_tensorflow():

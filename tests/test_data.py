@@ -15,7 +15,9 @@ def test_builtin_digits_are_real_and_split_without_overlap():
     ds = data.load_dataset("digits", seed=0)
     assert ds.sample_shape == (28, 28, 1)
     assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (3600, 400, 1000)
-    assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
+    # raw pixels stay raw until a model is known; the source says how they usually scale
+    assert ds.x_train.dtype == np.uint8 and ds.x_train.max() == 255 and ds.natural_scale == 1 / 255
+    assert ds.task == "classification" and ds.kind == "image"
     assert np.bincount(ds.y_test).tolist() == [100] * 10  # stratified
     train_rows = {row.tobytes() for row in ds.x_train}
     assert not any(row.tobytes() in train_rows for row in ds.x_test)
@@ -112,3 +114,39 @@ def test_npz_loader_properties(tmp_path_factory, n, classes, features, seed):
     assert total == n
     assert sorted(np.concatenate([ds.y_train, ds.y_val, ds.y_test]).tolist()) == sorted(y.tolist())
     assert ds.x_train.dtype == np.float32
+
+
+def test_preprocessing_is_decided_with_a_reason_and_never_silently():
+    facts = {"rescaling": None, "integer_input": False}
+    pixels = data.decide_preprocessing(np.uint8, 1 / 255, facts)
+    assert pixels["scale"] == pytest.approx(1 / 255) and "no Rescaling layer" in pixels["reason"]
+    inside = data.decide_preprocessing(np.uint8, 1 / 255, {**facts, "rescaling": "rescaling"})
+    assert inside["scale"] == 1.0 and "scales its own input (layer 'rescaling')" in inside["reason"]
+    tokens = data.decide_preprocessing(np.int32, 1.0, {**facts, "integer_input": True})
+    assert tokens["scale"] == 1.0 and "token ids" in tokens["reason"]
+    declared = data.decide_preprocessing(np.uint8, 1 / 255, facts, declared={"scale": 2.0, "offset": -1.0})
+    assert (declared["scale"], declared["offset"]) == (2.0, -1.0) and "declared" in declared["reason"]
+    recorded = {"scale": 1 / 16, "offset": 0.0}
+    assert data.decide_preprocessing(np.uint8, 1 / 255, facts, recorded=recorded)["scale"] == 1 / 16
+    # float data against a run recorded for raw pixels: already scaled, fed as given (then range-checked)
+    assert data.decide_preprocessing(np.float32, 1.0, facts, recorded=recorded)["scale"] == 1.0
+
+
+def test_a_range_mismatch_stops_with_the_numbers():
+    reference = [0.0, 1.0]
+    data.check_range(np.random.default_rng(0).random((50, 4)), reference, "calibration", "training")
+    with pytest.raises(DataError, match=r"spans \[0.88\d*, 254.2\] but training spans \[0, 1\] \(253× the range\)"):
+        data.check_range(np.random.default_rng(0).random((50, 4)) * 255, reference, "calibration", "training")
+    with pytest.raises(DataError, match="scaled differently"):
+        data.check_range(np.random.default_rng(0).random((50, 4)) / 255, reference, "calibration", "training")
+    data.check_range(np.arange(10, dtype=np.int32), reference, "tokens", "training")  # ids are not scaled
+
+
+def test_regression_targets_and_sample_kinds():
+    assert data.infer_task(np.array([0, 1, 2])) == "classification"
+    assert data.infer_task(np.array([0.5, 1.25])) == "regression"
+    assert data.infer_task(np.eye(3)) == "classification"  # one-hot rows
+    assert data.sample_kind(np.zeros((2, 16, 32), np.float32)) == "sequence"
+    assert data.sample_kind(np.zeros((2, 8, 8), np.uint8)) == "image"
+    assert data.sample_kind(np.zeros((2, 20), np.int32)) == "tokens"
+    assert data.sample_kind(np.zeros((2, 5), np.float32)) == "vector"

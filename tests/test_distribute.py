@@ -28,7 +28,7 @@ def test_mirrored_over_two_logical_cpus(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    replicas, global_batch, accuracy = out.stdout.split()
+    replicas, global_batch, accuracy = out.stdout.splitlines()[-1].split()  # after the decisions train prints
     assert replicas == "2" and int(global_batch) == 2 * 64 and float(accuracy) > 0.3
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["training"]["strategy"] == "mirrored"
 

@@ -87,12 +87,36 @@ def test_functional_model_two_inputs_two_outputs(tmp_path):
 def test_unsupported_mode_is_refused_before_converting(tmp_path):
     import keras
 
-    model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4, go_backwards=True), keras.layers.Dense(2)])
-    model.save(tmp_path / "back.keras")
+    inputs = keras.Input((5, 3))
+    sequence, state, _ = keras.layers.LSTM(4, return_state=True)(inputs)
+    keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Concatenate()([sequence, state]))).save(tmp_path / "s.keras")
     np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).random((16, 5, 3)).astype(np.float32))
     targets, _ = plan_targets(["tflite"], ["int8"])
-    with pytest.raises(ExportError, match="go_backwards=True is not supported.*closest alternative"):
-        export(tmp_path / "back.keras", targets, options=ExportOptions(calibration=str(tmp_path / "calib.npz")))
+    with pytest.raises(ExportError, match="return_state=True is not supported.*closest alternative: --format onnx"):
+        export(tmp_path / "s.keras", targets, options=ExportOptions(calibration=str(tmp_path / "calib.npz")))
+
+
+@pytest.mark.parametrize("merge", ["concat", "sum"])
+def test_backwards_and_bidirectional_lstms_become_fused_builtin_ops(tmp_path, merge):
+    import keras
+
+    from edgedl.runners import open_runner
+    from edgedl.runners.keras import KerasRunner
+
+    inputs = keras.Input((6, 3), name="seq")
+    h = keras.layers.Bidirectional(keras.layers.LSTM(8, return_sequences=True), merge_mode=merge)(inputs)
+    h = keras.layers.LSTM(4, go_backwards=True)(h)
+    keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(h)).save(tmp_path / "bi.keras")
+    x = np.random.default_rng(0).normal(size=(64, 6, 3)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    targets, _ = plan_targets(["tflite"], ["none", "int8"])
+    records = export(tmp_path / "bi.keras", targets, options=ExportOptions(calibration=str(tmp_path / "calib.npz")))
+    reference = KerasRunner(tmp_path / "bi.keras").infer([x])[0]
+    for record in records:
+        assert record["ops"]["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 3 and not record["flex_ops"]
+        with open_runner(tmp_path / "exports" / record["file"]) as runner:
+            error = np.max(np.abs(runner.infer([x])[0] - reference))
+        assert error <= (1e-5 if record["precision"] == "fp32" else 0.1), (record["file"], error)
 
 
 def test_int8_needs_calibration_and_enough_of_it(tmp_path, tiny_runs):

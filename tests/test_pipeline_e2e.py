@@ -1,4 +1,5 @@
-"""The whole pipeline once, on the real built-in digits, with one epoch per model."""
+"""The whole pipeline once, on the real built-in digits, with one epoch per model, for a microcontroller
+board: every int8 artifact also runs under TFLite Micro and is fitted to the board."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ pytestmark = pytest.mark.e2e
 def test_pipeline_report_and_incremental_rerun(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     out = tmp_path / "pipeline"
-    code, stdout, err = run_cli(["pipeline", "--epochs", "1", "--bench-time", "0.2", "--out", out], capsys)
+    args = ["pipeline", "--epochs", "1", "--bench-time", "0.2", "--out", out, "--target", "nano33ble"]
+    code, stdout, err = run_cli(args, capsys)
     summary = json.loads((out / "pipeline.json").read_text())
     # One epoch still makes faithful exports: every gate of the seed recipes must pass.
     assert code == 0 and summary["passed"], err
@@ -31,6 +33,8 @@ def test_pipeline_report_and_incremental_rerun(tmp_path, capsys, monkeypatch):
         assert cells[5].endswith("%") and cells[7].endswith("%")  # accuracy, agreement
         assert float(cells[8]) > 0 and float(cells[9]) >= float(cells[8])  # p50 <= p99
         assert cells[12] == "pass" and cells[13] == "pass"  # parity, gates
+        # MCU column: a verdict with RAM and flash for each full-int8 TFLite artifact, – for the rest
+        assert cells[14].startswith("✓ RAM") if "_int8.tflite" in cells[1] else cells[14] == "–"
     for recipe in summary["recipes"]:
         fp32 = next(r for r in recipe["validation"]["matrix"] if r["artifact"].endswith("_fp32.tflite"))
         assert fp32["verdict"] == "pass" and fp32["max_abs"] <= 2e-5
@@ -42,10 +46,15 @@ def test_pipeline_report_and_incremental_rerun(tmp_path, capsys, monkeypatch):
     assert html.count("data:image/png;base64,") == 3 and "<table>" in html
     suites = ElementTree.parse(out / "junit.xml").getroot()
     assert len(suites.findall("testsuite")) == 3 and suites.findall(".//testcase")
-    shipped = [r for r in summary["recipes"] if r["ship"]]
-    assert shipped and all((out / r["name"] / "bundle" / "run.py").exists() for r in shipped)
+    # for a board, the int8 TFLite model ships, with its firmware folder sized for that board
+    assert [r["ship"] for r in summary["recipes"]] == ["mlp_int8.tflite", "cnn_int8.tflite", "lstm_int8.tflite"]
+    for recipe in summary["recipes"]:
+        bundle = json.loads((out / recipe["name"] / "bundle" / "manifest.json").read_text())
+        assert bundle["mcu"]["target"]["fits"] and (out / recipe["name"] / "bundle" / "mcu" / "main.cc").exists()
+        assert f"kArenaSize = {bundle['mcu']['arena']['with_margin']};" in \
+            (out / recipe["name"] / "bundle" / "mcu" / "main.cc").read_text()
 
-    code_again, stdout_again, _ = run_cli(["pipeline", "--epochs", "1", "--bench-time", "0.2", "--out", out], capsys)
+    code_again, stdout_again, _ = run_cli(args, capsys)
     assert code_again == 0
-    assert stdout_again.count("unchanged, skipped") == 15  # 5 steps × 3 models
+    assert stdout_again.count("unchanged, skipped") == 18  # 6 steps (train … mcu, bundle) × 3 models
     assert json.loads((out / "pipeline.json").read_text())["recipes"][0]["ship"] == summary["recipes"][0]["ship"]

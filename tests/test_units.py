@@ -42,7 +42,8 @@ def test_load_recipe_defaults_and_name_from_file(tmp_path):
 
 
 @pytest.mark.parametrize("text, words", [
-    ('[model]\nname = "x"\n', "lacks [model] architecture"),
+    ('[model]\nname = "x"\n', "needs exactly one of [model] architecture"),
+    ('[model]\narchitecture = "mlp"\nkeras = "m.keras"\n', "needs exactly one of"),
     ('[model]\narchitecture = "mlp"\n[train]\nepoch = 3\n', "unknown [train] keys ['epoch']"),
     ('[model]\narchitecture = "mlp"\n[gates]\nmax_size = 3\n', "unknown gate 'max_size'"),
     ('[model\n', "not valid TOML"),
@@ -107,6 +108,38 @@ def test_recommend_picks_the_fastest_faithful_tflite_and_smaller_wins_a_near_tie
     assert recommend(VALIDATION, None) is None  # nothing measured: nothing to ship
 
 
+def test_recommend_for_a_microcontroller_takes_only_int8_that_passes_and_fits():
+    # dynamic is fastest on the host but TFLite Micro cannot run it; of two int8 artifacts the one that
+    # does not fit the board is out, whatever its speed.
+    validation = _validation(("m_int8.tflite", "int8", 1000, 0.995, 0.0, "pass"),
+                             ("m_dynamic.tflite", "dynamic", 1100, 0.999, 0.0, "pass"),
+                             ("big_int8.tflite", "int8", 9000, 0.999, 0.0, "pass"))
+    bench = _bench(("m_int8.tflite", 40.0), ("m_dynamic.tflite", 5.0), ("big_int8.tflite", 1.0))
+    mcu = {"m_int8.tflite": {"passed": True, "seconds_per_inference": 0.002},
+           "big_int8.tflite": {"passed": False, "seconds_per_inference": 0.001, "why": "does not fit"}}
+    assert recommend(validation, bench, mcu) == "m_int8.tflite"
+    assert recommend(validation, bench, {}) is None  # no int8 artifact checked: nothing ships to the board
+    assert recommend(validation, bench) == "big_int8.tflite"  # without a board, the host's fastest
+
+
+def test_board_table_holds_datasheet_memory_and_judges_fit_with_headroom():
+    from edgedl.deploy.boards import BOARDS, board, fit
+
+    # SRAM and flash (KB) of the boards the issue names, from their datasheets
+    for key, sram, flash in (("nano33ble", 256, 1024), ("pico", 264, 2048), ("esp32s3", 512, 8192),
+                             ("stm32f446re", 128, 512), ("stm32h743", 1024, 2048), ("nrf5340", 512, 1024)):
+        assert (BOARDS[key].sram_kb, BOARDS[key].flash_kb) == (sram, flash), key
+    assert len(BOARDS) >= 8 and all(b.source for b in BOARDS.values())
+    f401 = board("STM32F401RE")
+    assert f401.usable_flash == (512 - 32) * 1024 and f401.usable_ram == (96 - 8) * 1024
+    verdict = fit(40_000, f401.usable_flash + 1, f401)
+    assert not verdict["fits"] and verdict["flash_headroom"] == -1 and verdict["ram_headroom"] == f401.usable_ram - 40_000
+    assert fit(40_000, 100_000, f401)["fits"]
+    assert BOARDS["stm32l476rg"].usable_ram == (96 - 8) * 1024  # the arena must fit one contiguous block
+    with pytest.raises(UsageError, match="unknown board 'uno'"):
+        board("uno")
+
+
 def test_check_gates_names_each_failure():
     gates = {"max_accuracy_drop": 0.003, "min_agreement": 0.99, "max_latency_ms": 0.05, "max_size_kb": 2}
     results = check_gates(gates, VALIDATION, BENCH)
@@ -166,6 +199,8 @@ def test_align_outputs_by_name_then_by_shape():
     assert align_outputs(["cls", "reg"], [(2, 3), (2, 1)], [b, a], ["reg", "cls"])[1] == ["cls", "reg"]
     outputs, names = align_outputs(["cls", "reg"], [(2, 3), (2, 1)], [b, a], ["StatefulCall:1", "StatefulCall:0"])
     assert outputs[0] is a and names == ["StatefulCall:0", "StatefulCall:1"]
+    tflite = align_outputs(["cls", "reg"], [(2, 3), (2, 1)], [b, a], ["output_1", "output_0"])
+    assert tflite[0][0] is a and tflite[1] == ["output_0", "output_1"]  # TFLite's output_i is Keras output i
     same = [np.zeros((2, 3)), np.ones((2, 3))]
     assert align_outputs(["x", "y"], [(2, 3), (2, 3)], same, ["p", "q"])[1] == ["p", "q"]  # ambiguous: as given
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from edgedl.core.errors import ExportError
 from edgedl.export import ExportOptions, export, plan_targets
 from edgedl.validate.parity import compare, judge, output_metrics
 from edgedl.validate.run import ValidateOptions, failure_message, validate
@@ -47,10 +48,14 @@ def test_other_training_run_fails(tiny_runs, tmp_path):
 
 
 def test_int8_calibrated_on_wrong_data_fails(tiny_runs, tmp_path):
-    # Calibrating on inputs 20× too small clips every real activation: the model runs, but lies.
-    calib = np.load(tiny_runs["cnn"] / "calibration.npz")["x"] * 0.05
-    np.savez(tmp_path / "wrong.npz", x=calib)
+    calib = np.load(tiny_runs["cnn"] / "calibration.npz")["x"]
     targets, _ = plan_targets(["tflite"], ["int8"])
+    # 20× too small: export itself stops, with the two ranges
+    np.savez(tmp_path / "tiny.npz", x=calib * 0.05)
+    with pytest.raises(ExportError, match=r"spans \[0, 0.05\] but the training inputs spans \[0, 1\]"):
+        export(tiny_runs["cnn"], targets, out=tmp_path / "refused", options=ExportOptions(calibration=str(tmp_path / "tiny.npz")))
+    # 4× too small passes the range check, but clips every real activation: the model runs, but lies
+    np.savez(tmp_path / "wrong.npz", x=calib * 0.25)
     records = export(tiny_runs["cnn"], targets, out=tmp_path / "bad",
                      options=ExportOptions(calibration=str(tmp_path / "wrong.npz")))
     lines = []
@@ -90,7 +95,7 @@ def test_every_output_is_judged_and_nan_reported():
     ref = [np.eye(4, dtype=np.float32), np.ones((4, 1), np.float32)]
     bad = [ref[0].copy(), np.full((4, 1), np.nan, np.float32)]
     bad[0][0] = [0, 1, 0, 0]
-    checks = compare(ref, bad, ["a", "b"], np.arange(4), {"atol": 1e-5, "min_agreement": 0.99})
+    checks = compare(ref, bad, ["a", "b"], {"a": np.arange(4)}, {"atol": 1e-5, "min_agreement": 0.99})
     assert [c.passed for c in checks] == [False, False]
     assert "agreement" in checks[0].failures[-1] and "NaN" in checks[1].failures[0]
 
@@ -103,3 +108,36 @@ def test_metrics_values():
     assert metrics["max_error_steps"] == pytest.approx(2.56)
     assert 30 < metrics["sqnr_db"] < 40
     assert judge(metrics, {"atol": 0.001}) and not judge(metrics, {"atol": 0.02})
+
+
+def test_regression_outputs_are_judged_by_range_and_mae_not_accuracy():
+    ref = np.linspace(0, 10, 20).reshape(20, 1)
+    labels = ref[:, 0] + 0.5
+    metrics = output_metrics(ref, ref + 0.2, labels, None, kind="regression")
+    assert "agreement" not in metrics and "candidate_accuracy" not in metrics
+    assert metrics["rel_error"] == pytest.approx(0.02) and metrics["reference_mae"] == pytest.approx(0.5)
+    assert metrics["mae_increase"] == pytest.approx(-0.4)  # closer to the labels: no increase
+    assert not judge(metrics, {"max_rel_error": 0.05}) and judge(metrics, {"max_rel_error": 0.01})
+    worse = output_metrics(ref, ref - 0.2, labels, None, kind="regression")
+    assert judge(worse, {"max_mae_increase": 0.1})[0].startswith("MAE 0.7")
+
+
+def test_fp32_error_is_judged_relative_to_the_output_magnitude():
+    big = np.full((4, 3), 1000.0)
+    limits = {"atol": 1e-5, "rtol": 1e-4}
+    assert not judge(output_metrics(big, big + 0.05, None, None, "regression"), limits)  # 0.05 ≤ 0.1
+    assert judge(output_metrics(big, big + 0.2, None, None, "regression"), limits)
+
+
+def test_output_kind_from_declaration_labels_activation_and_values():
+    from edgedl.validate.parity import output_kind
+
+    probs = np.array([[0.2, 0.8], [0.6, 0.4]])
+    values = np.array([[1.5, -3.0], [2.0, 7.0]])
+    assert output_kind("o", values, None, "classification", None) == "classification"
+    assert output_kind("o", values, np.array([0, 1]), None, None) == "classification"
+    assert output_kind("o", values, np.array([0.5, 1.7]), None, None) == "regression"
+    assert output_kind("o", values, None, None, "softmax") == "classification"
+    assert output_kind("o", probs, None, None, None) == "classification"  # rows of probabilities
+    assert output_kind("o", values, None, None, None) == "regression"
+    assert output_kind("o", np.ones((3, 1)), None, None, "sigmoid") == "regression"  # one value is not classes

@@ -138,8 +138,10 @@ def compare_precisions(rows: list[dict]) -> list[dict]:
                      "artifact": row["artifact"], "precision": row["precision"], "speedup_vs_fp32": speedup,
                      "size_vs_fp32": row["size"] / base["size"]}
             if row["precision"] in ("int8", "dynamic") and speedup <= 1.0:
+                smaller = entry["size_vs_fp32"] < 0.95
                 entry["verdict"] = (f"{row['precision']} is NOT faster than float32 on this CPU with {backend} "
-                                    f"({speedup:.2f}×): ship it only for its size")
+                                    f"({speedup:.2f}×)" + (f": ship it only for its size ({entry['size_vs_fp32']:.2f}×)"
+                                                          if smaller else ", nor smaller: ship float32 instead"))
             comparisons.append(entry)
     return comparisons
 

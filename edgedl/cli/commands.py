@@ -8,9 +8,10 @@ import click
 
 from ..core.errors import EdgedlError, GateFailure, ParityFailure
 from ..data import DEFAULT_DATA, builtin_names
-from ..export.plan import DEFAULT_OPSET, IO_TYPES, ONNX_QUANT_RECIPES, OPSET_RANGE
+from ..export.plan import DEFAULT_OPSET, IO_TYPES, ONNX_CALIBRATION_METHODS, ONNX_QUANT_RECIPES, OPSET_RANGE
 from ..recipe import MAX_SEED
-from .group import cli, csv_list, finite, int_list
+from ..train.backends import BACKENDS
+from .group import card_options, cli, csv_list, finite, int_list, preprocessing_options, tolerance_option
 
 
 @cli.command()
@@ -35,11 +36,21 @@ from .group import cli, csv_list, finite, int_list
 @click.option("--strategy", type=click.Choice(["auto", "none", "mirrored", "multiworker"]), default="auto",
               show_default=True, help="tf.distribute strategy; multiworker reads TF_CONFIG.")
 @click.option("--mixed-precision", is_flag=True, help="mixed_float16 on GPU (output layer stays float32).")
+@click.option("--backend", type=click.Choice(BACKENDS), default=None,
+              help="The Keras backend that trains (export always uses TensorFlow). auto: the one that sees a GPU "
+                   "(TensorFlow, then JAX, then PyTorch), else TensorFlow on the CPU. jax/torch need the "
+                   "[jax]/[torch] extra. [default: tensorflow, or the recipe's]")
+@click.option("--task", type=click.Choice(["classification", "regression"]), default=None,
+              help="What the labels are. [default: whole-number labels are classes, anything else regression]")
+@click.option("--qat", is_flag=True, help="After float training, fine-tune under int8 fake quantization (per-channel "
+                                          "weights, per-tensor activations; BatchNorm folded) so int8 loses less.")
+@click.option("--qat-epochs", type=click.IntRange(min=1), default=None,
+              help="Epochs of quantization-aware fine-tuning (implies --qat). [default: 3]")
 @click.option("--unsafe", is_flag=True, help="Load a .keras --model with safe mode off (runs code inside it).")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder for model.keras + manifest.json. [default: runs/<model>]")
 def train(recipe, model, data, epochs, batch_size, learning_rate, augment, seed, calibration_samples,
-          device, strategy, mixed_precision, unsafe, out):
+          device, strategy, mixed_precision, backend, task, qat, qat_epochs, unsafe, out):
     """Train a model and write OUT/model.keras plus OUT/manifest.json.
 
     \b
@@ -47,27 +58,79 @@ def train(recipe, model, data, epochs, batch_size, learning_rate, augment, seed,
       edgedl train --model cnn --out runs/cnn
       edgedl train models/lstm.toml
       edgedl train --model my_arch.py:build --data my_data.npz --epochs 5
+      edgedl train --model cnn --backend jax --out runs/cnn-jax
     """
     from ..recipe import train_config
 
     config = train_config(recipe=recipe, model=model, data=data, epochs=epochs, batch_size=batch_size,
                           learning_rate=learning_rate, augment=augment, seed=seed,
                           calibration_samples=calibration_samples, device=device, strategy=strategy,
-                          mixed_precision=mixed_precision, unsafe=unsafe, out=out)
+                          mixed_precision=mixed_precision, task=task, unsafe=unsafe, out=out,
+                          qat_epochs=qat_epochs or (DEFAULT_QAT_EPOCHS if qat else None), backend=backend)
     from ..train.fit import train as run_training
 
     click.echo(f"training {config.model} on {config.data} → {config.out}", err=True)
-    manifest = run_training(config)
-    metrics = manifest["metrics"]
+    manifest = run_training(config, say=lambda m: click.echo(m, err=True))
+    score = _score_line(manifest["metrics"])
     if not manifest.get("chief", True):
-        click.echo(f"worker done (not the chief; no files written): test accuracy {metrics['test_accuracy']:.4f}")
+        click.echo(f"worker done (not the chief; no files written): {score}")
         return
-    click.echo(
-        f"test accuracy {metrics['test_accuracy']:.4f} (val {metrics['val_accuracy']:.4f}, "
-        f"{metrics['epochs_run']} epochs, {manifest['training']['time_s']:.1f} s on "
-        f"{', '.join(manifest['training']['devices']) or 'cpu'})"
-    )
+    backend = (manifest["training"].get("backend") or {}).get("name", "tensorflow")
+    click.echo(f"{score} ({manifest['metrics']['epochs_run']} epochs, {manifest['training']['time_s']:.1f} s on "
+               f"{', '.join(manifest['training']['devices']) or 'cpu'}, {backend})")
     click.echo(f"wrote {config.out / 'model.keras'} and {config.out / 'manifest.json'}")
+
+
+DEFAULT_QAT_EPOCHS = 3
+
+
+@cli.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--qat/--float", "qat", default=True, show_default=True,
+              help="Fine-tune under int8 fake quantization (quantization-aware), or in plain float (the control).")
+@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULT_QAT_EPOCHS, show_default=True,
+              help="Fine-tuning epochs; the one with the lowest (fake-quantized) validation loss is kept.")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None, callback=finite,
+              help="Fixed learning rate. [default: a tenth of the run's peak learning rate]")
+@click.option("--data", default=None, help="Training data (.npz with x_train/y_train…) for a run edgedl did not "
+                                           "train. [default: the data the run names]")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The new run folder (the original run is left as it is).")
+def finetune(run, qat, epochs, learning_rate, data, out):
+    """Fine-tune the model of training RUN into a new run folder, by default quantization-aware.
+
+    Quantization-aware training (Keras 3, no tfmot): weights fake-quantized per channel, activations per
+    tensor, BatchNorm folded first; recurrent layers are refused. The new run exports, validates and
+    bundles like any run; its int8 export uses ordinary post-training quantization of the fine-tuned weights.
+
+    \b
+    Examples:
+      edgedl finetune runs/cnn --qat --epochs 3 --out runs/cnn-qat
+      edgedl export runs/cnn-qat --quantize int8
+    """
+    from ..train.finetune import finetune as run_finetune
+
+    manifest = run_finetune(run, out, epochs=epochs, qat=qat, learning_rate=learning_rate, data=data,
+                            say=lambda m: click.echo(m, err=True))
+    before = (manifest["parent"].get("metrics") or {})
+    click.echo(f"{_score_line(manifest['metrics'])}; before: {_score_line(before) if before else 'unknown'}")
+    click.echo(f"wrote {Path(out) / 'model.keras'} and {Path(out) / 'manifest.json'}")
+
+
+def _score_line(metrics: dict) -> str:
+    if "test_mae" in metrics:
+        return f"test MAE {metrics['test_mae']:.4g}, RMSE {metrics['test_rmse']:.4g}"
+    val = metrics.get("val_accuracy")
+    return f"test accuracy {metrics['test_accuracy']:.4f}" + (f" (val {val:.4f})" if val is not None else "")
+
+
+def _mcu_target(target: str | None) -> str | None:
+    if target is None or target == "mcu":
+        return target
+    from ..deploy.boards import board
+
+    board(target)  # an unknown board is a usage error that lists them
+    return target.lower()
 
 
 def _parse_shapes(values: tuple[str, ...]) -> dict:
@@ -91,7 +154,14 @@ def _parse_shapes(values: tuple[str, ...]) -> dict:
 @click.option("--format", "-f", "formats", default="tflite", show_default=True,
               help="Comma-separated: tflite, onnx.")
 @click.option("--quantize", "-q", default="none", show_default=True,
-              help="Comma-separated: none (float32), fp16, dynamic (int8 weights), int8 (full integer).")
+              help="Comma-separated: none (float32), fp16, dynamic (int8 weights), int8 (full integer), int16x8 "
+                   "(TFLite: 16-bit activations, 8-bit weights; checked against LiteRT's kernels).")
+@click.option("--keep-float", default=None, metavar="auto|LAYER,…",
+              help="Keep these Keras layers in float in the int8 targets, which become NAME_mixed.tflite/.onnx "
+                   "(int8 elsewhere, float I/O). auto searches the fewest layers that pass the validation gates.")
+@click.option("--calibration-method", type=click.Choice(ONNX_CALIBRATION_METHODS), default="minmax",
+              show_default=True, help="How ONNX static int8 sets activation ranges; auto builds each and keeps the "
+                                      "most faithful on the calibration samples (recorded in the sidecar).")
 @click.option("--io", type=click.Choice(IO_TYPES), default="int8", show_default=True,
               help="Input/output type of full-integer TFLite models.")
 @click.option("--calibration", type=click.Path(dir_okay=False), default=None,
@@ -106,10 +176,15 @@ def _parse_shapes(values: tuple[str, ...]) -> dict:
 @click.option("--allow-flex", is_flag=True, help="Permit TF (Flex) ops in TFLite. Most runtimes cannot run them.")
 @click.option("--check", is_flag=True, help="Only report what would block the export; write nothing.")
 @click.option("--unsafe", is_flag=True, help="Load the .keras file with safe mode off (runs code inside it).")
+@click.option("--card", type=click.Path(dir_okay=False), default=None,
+              help="A model card (TOML) naming calibration data and input scaling. [default: MODEL.card.toml]")
+@preprocessing_options
+@click.option("--target", default=None, metavar="mcu|BOARD",
+              help="Export for a microcontroller: int8 TFLite must use TFLite Micro kernels only (refused otherwise).")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the artifacts. [default: MODEL_DIR/exports]")
-def export(model, formats, quantize, io, calibration, calibration_samples, input_shape, seq_len, opset, onnx_quant,
-           allow_flex, check, unsafe, out):
+def export(model, formats, quantize, keep_float, calibration_method, io, calibration, calibration_samples, input_shape,
+           seq_len, opset, onnx_quant, allow_flex, check, unsafe, card, input_scale, input_offset, target, out):
     """Convert MODEL (a .keras file or a training run folder) to TFLite and/or ONNX.
 
     Each artifact gets a JSON sidecar (sha256, size, I/O tensors and quantization, op counts,
@@ -120,17 +195,24 @@ def export(model, formats, quantize, io, calibration, calibration_samples, input
       edgedl export runs/cnn --format tflite --quantize int8
       edgedl export runs/lstm --format tflite,onnx --quantize none,fp16,dynamic,int8
       edgedl export my.keras --check
+      edgedl export runs/sensor --format tflite,onnx --quantize int8 --keep-float auto
+      edgedl export runs/sensor --quantize int16x8
     """
-    from ..export import ExportOptions, plan_targets
+    from ..export import ExportOptions, plan_targets, with_keep_float
     from ..export import check as preflight
     from ..export import export as run_export
 
     targets, skipped = plan_targets(csv_list(formats), csv_list(quantize))
     for note in skipped:
         click.echo(f"skipped: {note}", err=True)
+    layers = csv_list(keep_float) if keep_float else []
+    targets = with_keep_float(targets, layers)
+    auto = layers == ["auto"]
     options = ExportOptions(io=io, calibration=calibration, calibration_samples=calibration_samples,
                             input_shapes=_parse_shapes(input_shape), seq_len=seq_len, opset=opset,
-                            onnx_quant=onnx_quant, allow_flex=allow_flex, unsafe=unsafe)
+                            onnx_quant=onnx_quant, allow_flex=allow_flex, unsafe=unsafe, card=card,
+                            input_scale=input_scale, input_offset=input_offset, target=_mcu_target(target),
+                            keep_float=[] if auto else layers, calibration_method=calibration_method)
     if check:
         report = preflight(model, targets, options)
         for finding in report["findings"]:
@@ -140,7 +222,14 @@ def export(model, formats, quantize, io, calibration, calibration_samples, input
         if not report["ok"]:
             raise SystemExit(1)
         return
-    records = run_export(model, targets, out=out, options=options, progress=lambda m: click.echo(m, err=True))
+    if auto:
+        from ..validate.rescue import export_with_search
+        from ..validate.run import ValidateOptions
+
+        declared = ValidateOptions(card=card, input_scale=input_scale, input_offset=input_offset, unsafe=unsafe)
+        records = export_with_search(model, targets, out, options, declared, say=lambda m: click.echo(m, err=True))
+    else:
+        records = run_export(model, targets, out=out, options=options, progress=lambda m: click.echo(m, err=True))
     click.echo(f"wrote {len(records)} artifact(s) to {records[0]['out_dir']}")
 
 
@@ -161,7 +250,8 @@ def inspect(files, as_json):
 @click.argument("model", required=False)
 @click.argument("artifacts", nargs=-1)
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
-              help="An .npz of inputs (x, optional y) instead of the run's held-out split.")
+              help="An .npz of inputs instead of the run's held-out split: x (or one array per input name) and "
+                   "optional labels y (or y_<output name>).")
 @click.option("--synthetic", type=click.IntRange(min=1), default=None,
               help="Use N seeded random inputs in the calibration range (weaker evidence).")
 @click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True,
@@ -181,8 +271,11 @@ def inspect(files, as_json):
               help="Where to write the JSON report (a .md table goes beside it). [default: ARTIFACT_DIR/validation.json]")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report to stdout.")
 @click.option("--unsafe", is_flag=True, help="Load the .keras file with safe mode off.")
+@tolerance_option
+@card_options
 def validate(model, artifacts, data, synthetic, samples, atol, min_agreement, max_accuracy_drop, layers, top_k,
-             reference, save_results, report, as_json, unsafe):
+             reference, save_results, report, as_json, unsafe, tolerances, card, task, labels_file, input_scale,
+             input_offset):
     """Prove that exported ARTIFACTS match MODEL (a run folder or .keras file).
 
     ARTIFACTS are .tflite/.onnx files or folders of them [default: MODEL/exports]. Every output
@@ -204,7 +297,8 @@ def validate(model, artifacts, data, synthetic, samples, atol, min_agreement, ma
     options = ValidateOptions(data=data, synthetic=synthetic, samples=samples, atol=atol,
                               min_agreement=min_agreement, max_accuracy_drop=max_accuracy_drop, layers=layers,
                               top_k=top_k, reference=reference, save_results=save_results, report=report,
-                              unsafe=unsafe)
+                              unsafe=unsafe, overrides=tolerances, card=card, task=task, labels=labels_file,
+                              input_scale=input_scale, input_offset=input_offset)
     say = (lambda m: click.echo(m, err=True)) if as_json else click.echo
     summary = run_validate(model, list(artifacts), options, say=say)
     if as_json:
@@ -274,32 +368,43 @@ def bench(artifacts, threads, batch, warmup, runs, min_time, pin_cpu, backend, n
 @cli.command()
 @click.argument("artifact", type=click.Path())
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Bundle folder to write.")
-@click.option("--labels", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="One class name per line, in output order. [default: the run's class names]")
 @click.option("--target", "targets", default="all", show_default=True,
-              help="Comma-separated: rpi, android, mcu, or all.")
+              help="Comma-separated: rpi, android, mcu, or all, plus at most one microcontroller board "
+                   "(e.g. all,nano33ble) to fit the mcu/ build to; see `edgedl mcu-check --help` for boards.")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="Validation override (0..1).")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), default=None, help="Validation override (0..1).")
+@tolerance_option
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="Held-out data (.npz: x or one array per input, labels y or y_<output>) for a model edgedl did "
+                   "not train. [default: the run's held-out split, or the model card's]")
+@card_options
 @click.option("--verify-on", type=click.Choice(["rpi-emulated"]), default=None,
               help="Then run the bundle on an emulated Raspberry Pi 4 and 5 (see `edgedl device-check`).")
-def bundle(artifact, out, labels, targets, min_agreement, max_accuracy_drop, verify_on):
+def bundle(artifact, out, targets, min_agreement, max_accuracy_drop, tolerances, data, card, task, labels_file,
+           input_scale, input_offset, verify_on):
     """Package a validated .tflite ARTIFACT for a Raspberry Pi, Android app or microcontroller.
 
     The artifact is validated first and the bundle is refused if it is not faithful. The bundle
-    holds the model, labels.txt, manifest.json (I/O, quantization, preprocessing, state reset,
-    sha256, versions), golden vectors, the parity report, run.py (Pi, no TensorFlow), an Android
-    asset folder and a TFLite Micro C array.
+    holds the model, labels.txt, manifest.json (I/O by name, task, quantization, preprocessing,
+    state reset, sha256, versions), golden vectors per tensor, the parity report, run.py (Pi, no
+    TensorFlow), an Android asset folder and a TFLite Micro C array.
+
+    An artifact exported from a model edgedl did not train needs what a training run would know:
+    held-out data (--data), and as needed --labels, --task, --input-scale, or a model card.
 
     \b
-    Example:
+    Examples:
       edgedl bundle runs/cnn/exports/cnn_int8.tflite --out bundles/cnn_int8
+      edgedl bundle exports/my_model_int8.tflite --out bundles/mine --data heldout.npz --labels labels.txt
       python bundles/cnn_int8/run.py --self-test
     """
     from ..deploy.bundle import bundle as run_bundle
 
     overrides = {k: v for k, v in {"min_agreement": min_agreement, "max_accuracy_drop": max_accuracy_drop}.items()
-                 if v is not None}
-    run_bundle(artifact, out, labels=labels, targets=csv_list(targets), say=click.echo, tolerances=overrides)
+                 if v is not None} | tolerances
+    declared = {"data": data, "card": card, "task": task, "input_scale": input_scale, "input_offset": input_offset}
+    run_bundle(artifact, out, labels=labels_file, targets=csv_list(targets), say=click.echo, tolerances=overrides,
+               declared=declared)
     if verify_on == "rpi-emulated":
         from ..deploy.device_check import device_check as run_check
 
@@ -320,20 +425,38 @@ def bundle(artifact, out, labels, targets, min_agreement, max_accuracy_drop, ver
 @click.option("--bench-time", type=click.FloatRange(min=0), callback=finite, default=1.0, show_default=True,
               help="Seconds of timed runs per artifact.")
 @click.option("--no-layers", is_flag=True, help="Skip per-layer drift of int8 artifacts.")
+@click.option("--target", default=None, metavar="BOARD",
+              help="A microcontroller board (e.g. nano33ble, pico, esp32s3, stm32f446re; `edgedl mcu-check --help`): "
+                   "int8 artifacts run under TFLite Micro, the one shipped is the fastest that passes and fits, and "
+                   "its bundle's mcu/ folder is sized for the board.")
+@click.option("--backend", type=click.Choice(BACKENDS), default=None,
+              help="The Keras backend that trains every recipe (export stays on TensorFlow). "
+                   "[default: each recipe's [train] backend, else tensorflow]")
+@click.option("--no-rescue", is_flag=True, help="Do not climb the rescue ladder (keep_float → int16x8 → qat) when "
+                                                "an int8 artifact fails its gates.")
 def pipeline(recipes, out, force, epochs, max_accuracy_drop, min_agreement, max_latency_ms, max_size_kb,
-             bench_time, no_layers):
-    """Train → export → validate → bench → bundle → report, for each RECIPE.
+             bench_time, no_layers, target, backend, no_rescue):
+    """Train → export → validate → (rescue) → bench → (mcu) → bundle → report, for each RECIPE.
 
     RECIPES default to the seed models in models/ (mlp, cnn, lstm) on the built-in digits.
-    Steps whose inputs (model, data, settings, library versions) are unchanged are skipped.
+    When an int8 artifact fails its gates, the rescue ladder tries keep_float (the fewest float
+    layers), int16x8, then quantization-aware fine-tuning, stopping at the first that passes
+    (a recipe's [rescue] rungs = [...] chooses). Steps whose inputs (model, data, settings,
+    library versions) are unchanged are skipped.
     Exits 1 and names the gate when a gate fails; junit.xml is written for CI systems.
+
+    \b
+    Examples:
+      edgedl pipeline
+      edgedl pipeline models/cnn.toml --epochs 3 --out runs/quick
+      edgedl pipeline models/mlp.toml --target nano33ble
     """
     from ..pipeline.gates import failed_gate_message
     from ..pipeline.run import PipelineOptions
     from ..pipeline.run import pipeline as run_pipeline
 
     options = PipelineOptions(out=out, force=force, epochs=epochs, bench_min_time=bench_time, layers=not no_layers,
-                              gates={"max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement,
+                              target=target, rescue=not no_rescue, backend=backend, gates={"max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement,
                                      "max_latency_ms": max_latency_ms, "max_size_kb": max_size_kb})
     summary = run_pipeline(list(recipes), options, say=click.echo)
     click.echo(f"\nreport: {summary['report']}  (and {Path(summary['out']) / 'report.md'})")
@@ -372,3 +495,40 @@ def device_check(bundle, profiles, runtimes, samples, cache, json_out):
     if not report["passed"]:
         raise EdgedlError("the bundle does not behave on the emulated device as on x86 (see above)")
     click.echo(f"all {len(report['checks'])} emulated checks pass")
+
+
+@cli.command("mcu-check")
+@click.argument("source", type=click.Path())
+@click.option("--target", default=None, metavar="BOARD",
+              help="Also judge the fit on this board (e.g. nano33ble, pico, esp32s3, stm32f446re, stm32h743).")
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="Model-ready inputs (.npz: x or one array per input) for an artifact without a training run.")
+@click.option("--samples", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Held-out samples to compare, for an artifact (a bundle uses its golden vectors).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
+def mcu_check(source, target, data, samples, json_out):
+    """Run an int8 .tflite SOURCE (or a bundle) in TFLite Micro's interpreter, and fit it to boards.
+
+    In a child process, with TFLite Micro's own reference kernels: every op must have a kernel;
+    outputs are compared with LiteRT's (state reset before each inference); the smallest working
+    tensor arena is measured (probes run in forked children: a too-small arena segfaults) and a
+    margin added; flash (model + framework + kernels) and RAM (arena + I/O buffers) are estimated
+    and checked against each board's SRAM and flash. Exit 1 when a check fails.
+
+    \b
+    Examples:
+      edgedl mcu-check runs/cnn/exports/cnn_int8.tflite
+      edgedl mcu-check bundles/cnn_int8 --target stm32f446re
+    """
+    from ..core.files import write_json
+    from ..deploy.mcu import failure, render
+    from ..deploy.mcu import mcu_check as run_check
+
+    report = run_check(source, target=target, data=data, samples=samples, say=click.echo)
+    for line in render(report):
+        click.echo(line)
+    if json_out:
+        write_json(json_out, report)
+    if not report["passed"]:
+        raise EdgedlError(f"{Path(source).name}: {failure(report)}")
+    click.echo("all microcontroller checks pass")

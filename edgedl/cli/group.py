@@ -61,3 +61,47 @@ def cli(verbose: bool, debug: bool) -> None:
     if verbose:
         os.environ["EDGEDL_VERBOSE"] = "1"
     quiet_tensorflow(verbose)
+
+
+def _tolerances(ctx, param, values) -> dict:  # noqa: ARG001 - click callback signature
+    """``--tolerance KEY=VALUE`` (repeatable) → {KEY: float}; the keys are checked by validate."""
+    import math
+
+    limits = {}
+    for value in values:
+        key, sep, number = value.partition("=")
+        try:
+            limits[key.strip()] = float(number)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip() or not math.isfinite(limits.get(key.strip(), 0.0)):
+            raise click.BadParameter(f"expected KEY=NUMBER like max_mean_error_steps=3, got {value!r}")
+    return limits
+
+
+tolerance_option = click.option(
+    "--tolerance", "tolerances", multiple=True, callback=_tolerances, metavar="KEY=VALUE",
+    help="Override any parity limit, e.g. rtol=1e-3, min_cosine=0.999, max_mean_error_steps=3, "
+         "max_rel_error=0.02 (repeatable; the error for an unknown key lists them all).")
+
+
+def preprocessing_options(function):
+    """How raw data becomes model input: declared, for a model edgedl did not train."""
+    function = click.option("--input-offset", type=float, default=None, callback=finite,
+                            help="Model input = raw × scale + offset: the offset. [default: from the card or run]")(function)
+    return click.option("--input-scale", type=float, default=None, callback=finite,
+                        help="Model input = raw × scale + offset: the scale (e.g. 0.00392156862745098 for pixels "
+                             "0..255 → [0, 1]). [default: from the card or run, else decided and printed]")(function)
+
+
+def card_options(function):
+    """What a training run would record, declared for a model edgedl did not train (README: Your own model)."""
+    function = preprocessing_options(function)
+    function = click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None,
+                            help="Class names, one per line, in output order.")(function)
+    function = click.option("--task", type=click.Choice(["classification", "regression"]), default=None,
+                            help="How outputs are judged. [default: from the card or run, else read from "
+                                 "the labels and the output layer]")(function)
+    return click.option("--card", type=click.Path(dir_okay=False), default=None,
+                        help="A model card (TOML): task, labels, input scaling, held-out and calibration data. "
+                             "[default: MODEL.card.toml beside a .keras file, if present]")(function)

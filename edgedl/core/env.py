@@ -14,8 +14,17 @@ _QUIET = {
     # oneDNN reorders float sums, which makes same-seed training differ run to run and
     # prints a banner; we want bit-identical weights for a seed.
     "TF_ENABLE_ONEDNN_OPTS": "0",
-    "KERAS_BACKEND": "tensorflow",
 }
+# Set (by train/backends.py) only in a training child that runs Keras on JAX or PyTorch.
+TRAINING_BACKEND = "EDGEDL_TRAINING_BACKEND"
+
+
+def keras_backend() -> str:
+    """The Keras backend of this process: TensorFlow, except in a training child started for another.
+
+    Forced, not defaulted: a user's KERAS_BACKEND or ~/.keras/keras.json must not move conversion,
+    validation or the reference model off TensorFlow (Keras reads the variable once, at import)."""
+    return os.environ.get(TRAINING_BACKEND) or "tensorflow"
 
 
 def quiet_tensorflow(verbose: bool = False) -> None:
@@ -24,6 +33,7 @@ def quiet_tensorflow(verbose: bool = False) -> None:
         if verbose and key == "TF_CPP_MIN_LOG_LEVEL":
             continue
         os.environ.setdefault(key, value)
+    os.environ["KERAS_BACKEND"] = keras_backend()
     if not verbose:
         os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
 
@@ -48,7 +58,10 @@ def import_tensorflow():
 
 
 def import_keras():
-    import_tensorflow()
+    if keras_backend() == "tensorflow":
+        import_tensorflow()
+    else:  # a JAX or PyTorch training child: TensorFlow stays out of it (train/backend_child.py)
+        quiet_tensorflow(os.environ.get("EDGEDL_VERBOSE") == "1")
     import keras
 
     return keras
@@ -60,7 +73,7 @@ def library_versions() -> dict[str, str]:
 
     names = [
         "edgedl", "tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime",
-        "ai-edge-litert", "numpy", "protobuf",
+        "ai-edge-litert", "numpy", "protobuf", "jax", "jaxlib", "torch",
     ]
     versions = {}
     for name in names:

@@ -195,6 +195,21 @@ def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     _write_with(Path(dst), lambda tmp: shutil.copyfile(src, tmp))
 
 
+def read_toml(path: str | os.PathLike, what: str) -> dict:
+    """A TOML document (a recipe, a model card), or a one-line UsageError saying what is wrong with it."""
+    import tomllib
+
+    from .errors import UsageError
+
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise UsageError(f"{what} not found: {path}") from exc
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"{what} {path} is not valid TOML: {exc}") from exc
+
+
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -26,7 +26,8 @@ VALIDATION_REPORT = "validation.json"
 FORMAT_BY_SUFFIX = {".tflite": "tflite", ".onnx": "onnx", ".keras": "keras"}
 SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
 ARTIFACT_SUFFIXES = tuple(SUFFIX.values())
-PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+# int16x8: 16-bit activations, 8-bit weights; mixed: int8 with chosen layers kept in float (--keep-float)
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "int16x8", "mixed")
 
 
 def load_run(run_dir: str | Path) -> dict:
@@ -107,7 +108,8 @@ def precision_of(artifact: Path, facts: dict | None = None) -> str | None:
         return facts["precision"]
     if artifact.suffix == ".keras":
         return "keras"
-    return next((token for token in ("int8", "dynamic", "fp16", "fp32") if token in artifact.stem), None)
+    return next((token for token in ("int16x8", "mixed", "int8", "dynamic", "fp16", "fp32") if token in artifact.stem),
+                None)
 
 
 def model_key(artifact: str | Path) -> str:

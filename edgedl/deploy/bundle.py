@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from .. import data as data_lib
 from ..core.env import library_versions
 from ..core.errors import ArtifactError, EdgedlError, ParityFailure, UsageError
 from ..core.files import (
@@ -37,42 +37,67 @@ SIDECAR_KEYS = {"precision": str, "inputs": list, "outputs": list, "sha256": str
 GOLDEN_COUNT = 8
 # How far the self-test lets a device's outputs stray from ours: ARM and x86 kernels round
 # float sums in other orders; int8 kernels are expected to match bit for bit.
-GOLDEN_ATOL = {"fp32": 1e-5, "fp16": 1e-3, "dynamic": 5e-3, "int8": 0.0}
+GOLDEN_ATOL = {"fp32": 1e-5, "fp16": 1e-3, "dynamic": 5e-3, "int8": 0.0, "int16x8": 5e-3, "mixed": 5e-3}
+
+
+@dataclass
+class Origin:
+    """Where an artifact came from and what is known about it: a training run, or a model trained
+    elsewhere plus what the user declared (a model card or flags)."""
+
+    model: Path  # the .keras file the artifact was exported from
+    run_dir: Path | None  # its training run, if edgedl trained it
+    run: dict  # the run's manifest, or {}
+    declared: dict  # ValidateOptions fields: data, card, task, labels, input_scale, input_offset
+
+    @property
+    def validate_against(self) -> Path:
+        return self.run_dir or self.model
 
 
 def bundle(artifact: str | Path, out: str | Path, labels: str | Path | None = None,
-           targets: list[str] | None = None, say=print, tolerances: dict | None = None) -> dict:
-    """Validate ``artifact`` (with ``tolerances`` overriding the defaults, as validate's flags do),
-    then write the bundle folder ``out`` whole, or not at all."""
+           targets: list[str] | None = None, say=print, tolerances: dict | None = None,
+           declared: dict | None = None) -> dict:
+    """Validate ``artifact`` (``tolerances`` override the defaults, as validate's flags do), then
+    write the bundle folder ``out`` whole, or not at all. ``declared`` (data, card, task, labels,
+    input_scale, input_offset) stands in for a training run when the model was trained elsewhere."""
     artifact = Path(artifact)
     explicit = bool(targets) and "all" not in targets
-    targets = _targets(targets)
-    facts, run_dir, run = _sources(artifact)
+    targets, board = _targets(targets)
+    explicit = explicit or board is not None  # a named board asks for the microcontroller build
+    facts, origin = _sources(artifact, dict(declared or {}, labels=labels))
     if "mcu" in targets and facts.get("precision") != "int8" and not explicit:
         targets.remove("mcu")  # "all": TFLite Micro runs full-integer models only; say so, don't fail
         say(f"note: no mcu/ C array: TFLite Micro needs a full-integer int8 model, {artifact.name} is "
             f"{facts.get('precision')}")
-    label_names = _labels(labels, run)
-    out = _check_out(Path(out), artifact, run_dir)
-    say(f"validating {artifact.name} against {run_dir} …")
+    out = _check_out(Path(out), artifact, origin)
+    say(f"validating {artifact.name} against {origin.validate_against} …")
     from ..validate.run import ValidateOptions, failure_message, validate
 
     with staging_dir(out.parent, out.name) as staging:
-        options = ValidateOptions(report=str(staging / "parity.json"), **(tolerances or {}))
-        parity = validate(run_dir, [artifact], options, say=lambda m: say("  " + m))
+        limits, named = _split_tolerances(tolerances or {})
+        options = ValidateOptions(report=str(staging / "parity.json"), keep_inputs=GOLDEN_COUNT, overrides=limits,
+                                  **named, **origin.declared)
+        parity = validate(origin.validate_against, [artifact], options, say=lambda m: say("  " + m))
         refused = failure_message(parity)
         if refused:
             raise ParityFailure(f"bundle refused: {refused}")
-        manifest = _build(staging, artifact, facts, run_dir, run, label_names, targets, parity)
+        manifest = _build(staging, artifact, facts, origin, targets, parity, board, say, mcu_required=explicit)
         seal(staging, "bundle")
         _replace_dir(staging, out)
     say(f"bundle written to {out}")
     return manifest
 
 
-def _check_out(out: Path, artifact: Path, run_dir: Path) -> Path:
+def _split_tolerances(tolerances: dict) -> tuple[dict, dict]:
+    """Named options of validate (min_agreement, max_accuracy_drop, atol) and the other limits."""
+    named = {k: v for k, v in tolerances.items() if k in ("min_agreement", "max_accuracy_drop", "atol")}
+    return {k: v for k, v in tolerances.items() if k not in named}, named
+
+
+def _check_out(out: Path, artifact: Path, origin: Origin) -> Path:
     """The bundle folder may be new, empty, or an earlier bundle holding only what edgedl wrote."""
-    check_output(out, "bundle", protect=(run_dir, artifact.parent))
+    check_output(out, "bundle", protect=tuple(p for p in (origin.run_dir, artifact.parent, origin.model.parent) if p))
     if out.is_dir() and any(out.iterdir()):
         foreign = foreign_files(out)
         if foreign:
@@ -87,15 +112,27 @@ def _check_out(out: Path, artifact: Path, run_dir: Path) -> Path:
     return out
 
 
-def _targets(targets) -> list[str]:
-    chosen = list(TARGETS) if not targets or "all" in targets else list(targets)
-    unknown = [t for t in chosen if t not in TARGETS]
+def _targets(targets) -> tuple[list[str], str | None]:
+    """Deployment kinds (rpi, android, mcu), and at most one board name, which implies mcu."""
+    from .boards import BOARDS
+
+    chosen = list(targets or ["all"])
+    if "all" in chosen:  # every kind, and still the board named beside it ("all,nano33ble")
+        chosen = list(TARGETS) + [t for t in chosen if t != "all" and t not in TARGETS]
+    boards = [t for t in chosen if t.lower() in BOARDS]
+    unknown = [t for t in chosen if t not in TARGETS and t.lower() not in BOARDS]
     if unknown:
-        raise UsageError(f"unknown target {unknown[0]!r}; choose from {', '.join(TARGETS)} or all")
-    return chosen
+        raise UsageError(f"unknown target {unknown[0]!r}; choose from {', '.join(TARGETS)}, all, or a board: "
+                         f"{', '.join(sorted(BOARDS))}")
+    if len(boards) > 1:
+        raise UsageError(f"one board at a time, got {', '.join(boards)}")
+    kinds = [t for t in chosen if t in TARGETS]
+    if boards and "mcu" not in kinds:
+        kinds.append("mcu")
+    return kinds or ["mcu"], boards[0].lower() if boards else None
 
 
-def _sources(artifact: Path) -> tuple[dict, Path, dict]:
+def _sources(artifact: Path, declared: dict) -> tuple[dict, Origin]:
     if artifact.suffix != ".tflite":
         raise UsageError(f"{artifact.name}: bundles are built from .tflite artifacts (what phones and Pis run)",
                          hint="export with --format tflite")
@@ -110,33 +147,41 @@ def _sources(artifact: Path) -> tuple[dict, Path, dict]:
     if not isinstance(recorded, str) or not all(isinstance(facts.get(k), t) for k, t in SIDECAR_KEYS.items()):
         raise ArtifactError(f"{sidecar.name} is not an edgedl artifact manifest (it needs source_model.path and "
                             f"{', '.join(SIDECAR_KEYS)})", hint="re-export the model with `edgedl export`")
-    run_dir = resolve_from(recorded, artifact.parent).parent
-    if not (run_dir / MANIFEST).exists():
-        raise ArtifactError(f"{artifact.name} was not exported from a training run (no {run_dir}/{MANIFEST}); "
-                            "the bundle needs its preprocessing, labels and held-out data")
-    return facts, run_dir, load_run(run_dir)
+    model = resolve_from(recorded, artifact.parent)
+    if (model.parent / MANIFEST).exists():
+        return facts, Origin(model, model.parent, load_run(model.parent), _present(declared))
+    return facts, Origin(model, None, {}, _declared_for_foreign(model, artifact, declared))
 
 
-def _labels(path, run: dict) -> list[str]:
-    names = list(run.get("class_names") or [])
-    if path is None:
-        return names
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path} is not UTF-8 text (byte {exc.start}); labels are one UTF-8 name per line") from exc
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if names and len(lines) != len(names):
-        raise UsageError(f"{path} has {len(lines)} labels but the model has {len(names)} classes")
-    return lines
+def _present(declared: dict) -> dict:
+    return {k: v for k, v in declared.items() if v is not None}
 
 
-def _build(staging: Path, artifact: Path, facts: dict, run_dir: Path, run: dict, labels: list[str],
-           targets: list[str], parity: dict) -> dict:
+def _declared_for_foreign(model: Path, artifact: Path, declared: dict) -> dict:
+    """A model trained elsewhere: its held-out data and facts come from a card or flags, or nothing works."""
+    from ..core.card import find_card, load_card
+
+    if not model.exists():
+        raise ArtifactError(f"{artifact.name} was exported from {model}, which is gone; the bundle validates "
+                            "against the original model", hint="export again from the model you have")
+    declared = _present(declared)
+    card = declared.get("card") or find_card(model)
+    heldout = declared.get("data") or (load_card(card).heldout if card else None)
+    if not heldout:
+        raise UsageError(f"{artifact.name} was exported from {model.name}, not from an edgedl training run: the "
+                         "bundle needs held-out data to validate it and make golden vectors",
+                         hint=f"pass --data heldout.npz (and --labels, --task, --input-scale as needed), or a "
+                              f"model card --card (or {model.stem}.card.toml beside the model)")
+    return declared | ({"card": str(card)} if card else {})
+
+
+def _build(staging: Path, artifact: Path, facts: dict, origin: Origin, targets: list[str], parity: dict,
+           board: str | None, say, mcu_required: bool = True) -> dict:
     copy_file(artifact, staging / artifact.name)
+    labels = _labels(parity, origin)
     write_text(staging / "labels.txt", "\n".join(labels) + "\n")
-    golden = _golden(staging, artifact, run_dir, run, facts["precision"])
-    manifest = _manifest(artifact, facts, run, labels, golden, parity, targets)
+    golden = _golden(staging, artifact, parity, facts["precision"])
+    manifest = _manifest(artifact, facts, origin, labels, golden, parity, targets)
     write_json(staging / "manifest.json", manifest)
     if "rpi" in targets:
         for name in ("run.py", "requirements.txt"):
@@ -146,97 +191,181 @@ def _build(staging: Path, artifact: Path, facts: dict, run_dir: Path, run: dict,
         copy_file(artifact, assets / artifact.name)
         write_text(assets / "labels.txt", "\n".join(labels) + "\n")
     if "mcu" in targets:
-        _mcu(staging, artifact, facts)
+        try:
+            manifest["mcu"] = _mcu(staging, artifact, facts, board, say)
+        except EdgedlError as exc:
+            if mcu_required:  # asked for by name (mcu, or a board): a failure refuses the bundle
+                raise
+            # "all": a model TFLite Micro cannot run still makes a phone and Pi bundle; say why, record it
+            say(f"note: no mcu/ folder: {exc.one_line()}")
+            manifest["mcu"] = {"skipped": exc.one_line()}
+            targets.remove("mcu")
+            manifest["targets"] = targets
+        write_json(staging / "manifest.json", manifest)
     from .readme import readme
 
     write_text(staging / "README.md", readme(manifest, targets))
     return manifest
 
 
-def _golden(staging: Path, artifact: Path, run_dir: Path, run: dict, precision: str) -> dict:
+def _labels(parity: dict, origin: Origin) -> list[str]:
+    """Class names of the first classification output (validate already read a card or --labels)."""
+    names = list(parity.get("labels") or origin.run.get("class_names") or [])
+    classes = next((o for o in parity.get("outputs", []) if o["kind"] == "classification"), None)
+    if classes and names and classes.get("classes") and len(names) != classes["classes"]:
+        raise UsageError(f"{len(names)} labels were given but output {classes['name']!r} has {classes['classes']} "
+                         "classes", hint="pass one label per class, in output order")
+    return names if classes else []
+
+
+def _golden(staging: Path, artifact: Path, parity: dict, precision: str) -> dict:
+    """The first validated samples and the artifact's outputs on them: the device's self-test."""
     from ..runners import open_runner
 
-    with np.load(run_dir / run["heldout"]["file"], allow_pickle=False) as archive:
-        x, y = archive["x"][:GOLDEN_COUNT], archive["y"][:GOLDEN_COUNT]
+    inputs = parity["kept_inputs"]
     with open_runner(artifact) as runner:  # the user's file: run bounded, in a child process
-        inputs = data_lib.fit_to_input(x, tuple(runner.inputs[0].shape[1:]), "golden")
-        raw = runner.run(runner.prepare([inputs]))[0]
-        expected = runner.dequantize([raw])[0]  # the same run, dequantized
-    write_npz(staging / "golden.npz", inputs=inputs, expected_raw=raw, expected=expected, labels=y)
+        feed = [inputs[spec.name] for spec in runner.inputs] if {s.name for s in runner.inputs} == set(inputs) \
+            else list(inputs.values())
+        raw = runner.run(runner.prepare(feed))
+        expected = runner.dequantize(raw)  # the same run, dequantized
+        specs_in, specs_out = runner.inputs, runner.outputs
+    arrays = {f"input_{i}": x for i, x in enumerate(feed)}
+    arrays |= {f"raw_{j}": y for j, y in enumerate(raw)} | {f"expected_{j}": y for j, y in enumerate(expected)}
+    for j, spec in enumerate(specs_out):
+        if spec.name in parity.get("kept_labels", {}):
+            arrays[f"labels_{j}"] = parity["kept_labels"][spec.name]
+    write_npz(staging / "golden.npz", **arrays)
     # int8: ai-edge-litert must match bit for bit (x86 and aarch64 alike). tflite-runtime 2.14 is an
     # older kernel set: on x86 too it differs from these outputs by 1 step (CNN) and up to 2 steps
     # (fused int8 LSTM), so it gets 3. `edgedl device-check` still holds each runtime to its own x86
     # outputs bit for bit.
-    steps = {"ai-edge-litert": 0, "tflite-runtime": 3, "tf.lite": 0} if raw.dtype.kind in "iu" else None
-    return {"file": "golden.npz", "count": int(len(inputs)), "tolerance_steps": steps,
-            "atol": GOLDEN_ATOL.get(precision, 1e-5)}
+    steps = {"ai-edge-litert": 0, "tflite-runtime": 3, "tf.lite": 0} if raw[0].dtype.kind in "iu" else None
+    return {"file": "golden.npz", "count": int(len(feed[0])), "tolerance_steps": steps,
+            "atol": GOLDEN_ATOL.get(precision, 1e-5), "inputs": [s.name for s in specs_in],
+            "outputs": [s.name for s in specs_out]}
 
 
-def _manifest(artifact: Path, facts: dict, run: dict, labels, golden, parity: dict, targets) -> dict:
-    preprocessing = dict(run["dataset"]["preprocessing"])
-    sample_shape = run["dataset"]["sample_shape"]
-    if len(sample_shape) == 3:
+def describe_input(spec: dict, kind: str | None, sample_shape: list | None = None) -> dict:
+    """What one sample of an input is, in words an app developer can use: read from the input's own
+    shape and dtype, and from the data it was trained on (an image fed to an MLP is flattened)."""
+    shape = list(spec["shape"][1:])
+    dtype = spec["dtype"]
+    if kind is None:
+        kind = ("tokens" if dtype.startswith(("int", "uint")) and not spec.get("quantization") else
+                "image" if len(shape) == 3 else "sequence" if len(shape) == 2 else "vector")
+    values = int(np.prod(shape or [1]))
+    image = list(sample_shape or shape)
+    if kind == "tokens":
+        words = f"{shape[0] if shape else 1} integer token ids ({dtype})"
+    elif kind == "image" and len(image) == 3:
+        picture = f"a {image[0]}×{image[1]} image with {image[2]} channel(s)"
+        words = (f"{picture}, height × width × channels (NHWC)" if len(shape) == 3 else
+                 f"{picture}, read as {shape[0]} timesteps (rows) × {shape[1]} features" if len(shape) == 2 else
+                 f"{picture}, flattened to {values} values")
+    elif kind == "sequence" and len(shape) == 2:
+        words = f"a sequence of {shape[0]} timesteps × {shape[1]} features"
+    else:
+        words = f"a vector of {values} values"
+    return {"kind": kind, "description": words}
+
+
+def _manifest(artifact: Path, facts: dict, origin: Origin, labels, golden, parity: dict, targets) -> dict:
+    run = origin.run
+    dataset = run.get("dataset") or {}
+    preprocessing = dict(parity.get("preprocessing") or dataset.get("preprocessing") or
+                         {"scale": 1.0, "offset": 0.0, "reason": "none declared: inputs are fed as given"})
+    preprocessing.pop("input_range", None)
+    sample_kind = dataset.get("sample_kind") or ("image" if len(dataset.get("sample_shape") or []) == 3 else None)
+    single = len(facts["inputs"]) == 1
+    inputs = [dict(spec, **describe_input(spec, sample_kind if single else None,
+                                          dataset.get("sample_shape") if single else None))
+              for spec in facts["inputs"]]
+    floats = [spec["name"] for spec in inputs if spec["kind"] != "tokens"]
+    sample_shape = dataset.get("sample_shape") or facts["inputs"][0]["shape"][1:]
+    if inputs[0]["kind"] == "image" and len(sample_shape) == 3:
         preprocessing.update(image_size=sample_shape[:2], channels=sample_shape[2])
+    reshaped = list(sample_shape) != list(facts["inputs"][0]["shape"][1:])
+    preprocessing["applies_to"] = floats
     preprocessing["description"] = (
-        f"model input = raw value × {preprocessing['scale']:.6g} + {preprocessing['offset']:g}, "
-        f"samples of shape {sample_shape} reshaped to the model input {facts['inputs'][0]['shape'][1:]}"
-        + (" (image rows as timesteps)" if len(facts["inputs"][0]["shape"]) == 3 else ""))
+        f"model input = raw value × {preprocessing['scale']:.6g} + {preprocessing['offset']:g} for "
+        f"{', '.join(floats) or 'no input'} ({preprocessing['reason']})"
+        + (f"; samples of shape {sample_shape} are reshaped to {facts['inputs'][0]['shape'][1:]}" if reshaped else ""))
+    kinds = {o["name"]: o["kind"] for o in parity.get("outputs", [])}
+    outputs = [dict(spec, kind=kinds.get(spec["name"], "regression" if not labels else "classification"))
+               for spec in facts["outputs"]]
     stateful = bool(facts.get("stateful"))
     row = next((a for a in parity["artifacts"] if a["artifact"] == artifact.name), {})
     return {
-        "edgedl": "bundle/1",
+        "edgedl": "bundle/2",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": {"file": artifact.name, "sha256": sha256_file(artifact), "size": artifact.stat().st_size,
-                  "format": "tflite", "precision": facts["precision"], "architecture": run.get("architecture")},
-        "inputs": facts["inputs"],
-        "outputs": facts["outputs"],
+                  "format": "tflite", "precision": facts["precision"], "architecture": run.get("architecture"),
+                  "source": origin.model.name, "trained_by_edgedl": origin.run_dir is not None},
+        "task": run.get("task") or ("classification" if labels else "regression"),
+        "inputs": inputs,
+        "outputs": outputs,
         "preprocessing": preprocessing,
         "labels": labels,
-        "sequence_output": run.get("sequence_output", False),
+        "sequence_output": run.get("sequence_output", len(outputs[0]["shape"]) == 3),
         "runtime": {
             "reset_variables_before_invoke": stateful,
             "why": ("the fused LSTM op keeps h/c in variable tensors between invokes; call "
                     "interpreter.reset_all_variables() (Android: interpreter.resetVariableTensors()) before "
                     "every inference") if stateful else "stateless: no reset needed",
             "interpreters": ["ai-edge-litert", "tflite-runtime (numpy<2; no dynamic-range models from TF>=2.21)",
-                             "tf.lite"],
-            "quantized_io": bool(facts["inputs"][0].get("quantization")),
+                             "tf.lite (TF 2.21's miscomputes int8 BATCH_MATMUL under XNNPACK: avoid for attention)"],
+            "quantized_io": any(spec.get("quantization") for spec in facts["inputs"]),
         },
         "golden": golden,
         "parity": {"passed": parity["passed"], "evidence": parity["evidence"], "samples": parity["samples"],
-                   "metrics": (row.get("outputs") or [{}])[0].get("metrics", {}), "report": "parity.json"},
+                   "outputs": {c["name"]: c["metrics"] for c in row.get("outputs") or []}, "report": "parity.json",
+                   "metrics": (row.get("outputs") or [{}])[0].get("metrics", {})},
+        "declared": {k: str(v) for k, v in origin.declared.items() if k != "labels"} or None,
         "validated_with": library_versions(),
         "targets": targets,
-        "test_accuracy_keras": run["metrics"]["test_accuracy"],
+        "keras_metrics": run.get("metrics") or {"reference_accuracy": parity.get("reference_accuracy")},
     }
 
 
-def c_array(data: bytes, name: str = "g_model_data") -> tuple[str, str]:
-    """(model_data.cc, model_data.h) text for TFLite Micro: a 16-byte aligned array plus its length."""
-    rows = [", ".join(f"0x{b:02x}" for b in data[i : i + 12]) for i in range(0, len(data), 12)]
-    body = ",\n  ".join(rows)
-    header = (f"// Generated by edgedl. TFLite Micro model, {len(data)} bytes.\n#pragma once\n\n"
-              f"extern const unsigned char {name}[];\nextern const unsigned int {name}_len;\n")
-    source = (f'// Generated by edgedl. TFLite Micro model, {len(data)} bytes.\n#include "model_data.h"\n\n'
-              f"// 16-byte alignment: TFLite Micro reads the flatbuffer in place.\n"
-              f"alignas(16) const unsigned char {name}[] = {{\n  {body}\n}};\n"
-              f"const unsigned int {name}_len = {len(data)};\n")
-    return source, header
+def _mcu(staging: Path, artifact: Path, facts: dict, board: str | None, say) -> dict:
+    """Check the int8 model under TFLite Micro and write the firmware folder (see mcu_project.py)."""
+    from . import mcu_project
+    from .mcu import MCU_TOLERANCE, failure, mcu_check, render
 
-
-def parse_c_array(source: str) -> bytes:
-    """The bytes inside a model_data.cc (for the round-trip test and for auditing a firmware tree)."""
-    body = source[source.index("{") + 1 : source.index("};")]
-    return bytes(int(token, 16) for token in body.replace("\n", " ").split(",") if token.strip())
-
-
-def _mcu(staging: Path, artifact: Path, facts: dict) -> None:
     if facts["precision"] != "int8":
         raise UsageError(f"TFLite Micro needs a full-integer int8 model; {artifact.name} is {facts['precision']}",
                          hint="bundle the int8 export, or pass --target rpi,android")
-    source, header = c_array(artifact.read_bytes())
-    write_text(staging / "mcu" / "model_data.cc", source)
-    write_text(staging / "mcu" / "model_data.h", header)
+    report = mcu_check(staging, target=board, say=lambda m: say("  " + m))
+    for line in render(report):
+        say("  " + line)
+    if report.get("error"):
+        raise ArtifactError(f"{artifact.name} cannot run on a microcontroller: {report['error']}")
+    if not report["passed"]:
+        raise ParityFailure(f"{artifact.name} {failure(report)}")
+    folder = staging / "mcu"
+    source, header = mcu_project.c_array(artifact.read_bytes())
+    write_text(folder / "model_data.cc", source)
+    write_text(folder / "model_data.h", header)
+    with np.load(staging / "golden.npz") as golden:
+        manifest = read_json(staging / "manifest.json", "bundle manifest")
+        inputs = [golden[f"input_{i}"] for i in range(len(manifest["inputs"]))]
+        expected = [golden[f"raw_{j}"] for j in range(len(manifest["outputs"]))]
+    # main.cc indexes tensors as TFLite Micro does (graph order), not in the manifest's signature order
+    ins, outs = report["tflm_order"]["inputs"], report["tflm_order"]["outputs"]
+    inputs, expected = [inputs[i] for i in ins], [expected[j] for j in outs]
+    quantization = [manifest["inputs"][i].get("quantization") for i in ins]
+    gold_source, gold_header = mcu_project.golden_data(inputs, expected, quantization)
+    write_text(folder / "golden_data.cc", gold_source)
+    write_text(folder / "golden_data.h", gold_header)
+    write_text(folder / "main.cc", mcu_project.main_cc(report["resolver"], report["arena"]["with_margin"],
+                                                       len(inputs), len(expected),
+                                                       manifest["runtime"]["reset_variables_before_invoke"],
+                                                       MCU_TOLERANCE["max_steps"]))
+    write_text(folder / "README.md", mcu_project.readme(artifact.name, report))
+    write_text(folder / "CMakeLists.txt", mcu_project.CMAKE)
+    write_text(folder / "platformio.ini", mcu_project.PLATFORMIO)
+    return {key: report[key] for key in ("parity", "arena", "ram", "flash", "resolver", "ops", "boards")} | \
+        ({"target": report["target"]} if board else {})
 
 
 def _replace_dir(staging: Path, out: Path) -> None:

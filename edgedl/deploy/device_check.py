@@ -131,8 +131,12 @@ def _selfcheck_bundle(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_script("selfcheck_int8.tflite"), folder / "model.tflite")
     shutil.copyfile(Path(str(resources.files("edgedl.deploy.bundle_files").joinpath("run.py"))), folder / "run.py")
+    from ..runners.describe import describe
+
+    tensors = describe(folder / "model.tflite", isolate=False)  # edgedl's own file: its I/O as run.py matches it
     (folder / "manifest.json").write_text(json.dumps({
         "model": {"file": "model.tflite", "sha256": sha256_file(folder / "model.tflite")},
+        "inputs": tensors["inputs"], "outputs": tensors["outputs"],
         "runtime": {"reset_variables_before_invoke": False}, "labels": []}))
     inputs = np.random.default_rng(7).random((16, 12, 12, 1)).astype(np.float32)
     np.save(folder / "inputs.npy", inputs)
@@ -143,7 +147,7 @@ def _bundle_inputs(bundle: Path, samples: int, out: Path) -> tuple[int, int]:
     """Golden vectors plus up to ``samples`` held-out samples (from the run the bundle was validated on)."""
     from ..data import read_npz
 
-    golden = read_npz(bundle / "golden.npz", "golden vectors", keys=["inputs"]).get("inputs")
+    golden = read_npz(bundle / "golden.npz", "golden vectors", keys=["input_0"]).get("input_0")
     if golden is None or not len(golden):
         raise DataError(f"{bundle / 'golden.npz'} holds no golden inputs; rebuild the bundle with `edgedl bundle`")
     extra = np.zeros((0, *golden.shape[1:]), golden.dtype)

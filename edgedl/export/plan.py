@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 from ..core.errors import UsageError
 
 FORMATS = ("tflite", "onnx")
-QUANTIZE_CHOICES = ("none", "fp16", "dynamic", "int8")
+QUANTIZE_CHOICES = ("none", "fp16", "dynamic", "int8", "int16x8")
 PRECISION_OF = {"none": "fp32", "fp32": "fp32", "float32": "fp32", "fp16": "fp16", "float16": "fp16",
-                "dynamic": "dynamic", "int8": "int8"}
-SUPPORTED = {"tflite": ("fp32", "fp16", "dynamic", "int8"), "onnx": ("fp32", "int8")}
+                "dynamic": "dynamic", "int8": "int8", "int16x8": "int16x8", "mixed": "mixed"}
+SUPPORTED = {"tflite": ("fp32", "fp16", "dynamic", "int8", "int16x8", "mixed"), "onnx": ("fp32", "int8", "mixed")}
+# Precisions that need representative (calibration) data
+CALIBRATED = ("int8", "int16x8", "mixed")
+ONNX_CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "auto")
 IO_TYPES = ("float", "int8", "uint8")
 ONNX_QUANT_RECIPES = ("auto", "static", "dynamic")
 DEFAULT_OPSET = 17
@@ -30,16 +33,35 @@ class ExportOptions:
     allow_flex: bool = False
     unsafe: bool = False
     name: str | None = None  # artifact name stem (sanitized); default: the run's or the file's name
+    # How a user's raw --calibration data becomes model input (else: the model card, or decided)
+    card: str | None = None
+    input_scale: float | None = None
+    input_offset: float | None = None
+    target: str | None = None  # "mcu" or a board: int8 TFLite must then use TFLite Micro kernels only
+    # Keras layers to keep in float in a "mixed" target (int8 elsewhere); "auto" is resolved by a search
+    # above export (validate/rescue.py) into such a list before any conversion
+    keep_float: list[str] = field(default_factory=list)
+    calibration_method: str = "minmax"  # ONNX static int8: minmax, entropy, percentile, or auto (measured)
 
 
 @dataclass
 class Target:
     format: str
     precision: str
+    # A mixed target's own float layers and file-name tag, for a search that converts many candidates
+    # in one worker (the export's keep_float applies when these are empty)
+    keep_float: tuple[str, ...] | None = None
+    tag: str = ""
+    facts: dict | None = None  # recorded in the artifact's sidecar (e.g. how keep_float was searched)
 
     @property
     def label(self) -> str:
-        return f"{self.format} {self.precision}"
+        return f"{self.format} {self.precision}{'-' + self.tag if self.tag else ''}"
+
+    def file_name(self, stem: str) -> str:
+        from ..core.layout import SUFFIX
+
+        return f"{stem}_{self.precision}{'-' + self.tag if self.tag else ''}{SUFFIX[self.format]}"
 
 
 def plan_targets(formats: list[str], quantizations: list[str]) -> tuple[list[Target], list[str]]:
@@ -65,6 +87,16 @@ def _expand(formats: list[str], quantizations: list[str]) -> tuple[list[Target],
             else:
                 skipped.append(f"{fmt} has no {precision} mode (closest: {fmt} int8, or tflite {precision})")
     return targets, skipped
+
+
+def with_keep_float(targets: list[Target], keep_float: list[str]) -> list[Target]:
+    """With layers to keep in float, the int8 targets become mixed ones (int8 elsewhere)."""
+    if not keep_float:
+        return targets
+    if not any(t.precision in ("int8", "mixed") for t in targets):
+        raise UsageError("--keep-float applies to int8 targets", hint="add --quantize int8")
+    return list({(t.format, "mixed" if t.precision == "int8" else t.precision): Target(
+        t.format, "mixed" if t.precision == "int8" else t.precision) for t in targets}.values())
 
 
 def parse_targets(specs: list[str]) -> list[Target]:

@@ -19,7 +19,7 @@ from ..core.errors import ExportError
 from ..core.files import locked, read_json, sweep_leftovers, write_json
 from ..core.layout import INDEX
 from ..core.outputs import claim
-from .plan import ExportOptions, Target
+from .plan import CALIBRATED, ExportOptions, Target
 
 
 def export(source: str | Path, targets: list[Target], out: str | Path | None = None,
@@ -32,7 +32,7 @@ def export(source: str | Path, targets: list[Target], out: str | Path | None = N
     from .source import resolve_source
 
     options = options or ExportOptions()
-    src = resolve_source(source, options, needs_calibration=any(t.precision == "int8" for t in targets))
+    src = resolve_source(source, options, needs_calibration=any(t.precision in CALIBRATED for t in targets))
     out_dir = claim(out or src.default_out, "exports", protect=tuple(p for p in (src.run_dir,) if p))
     sweep_leftovers(out_dir)
     say = progress or (lambda message: None)
@@ -52,6 +52,16 @@ def check(source: str | Path, targets: list[Target], options: ExportOptions | No
     src = resolve_source(source, options)
     with _pool() as pool:
         return pool.submit(_worker_check, asdict(src), [asdict(t) for t in targets], asdict(options)).result()
+
+
+def layers_with_ops(source: str | Path, options: ExportOptions | None = None) -> list[str]:
+    """The Keras layers that own ops in the converted graph, in graph order: what --keep-float can name."""
+    from .source import resolve_source
+
+    options = options or ExportOptions()
+    src = resolve_source(source, options)
+    with _pool() as pool:
+        return pool.submit(_worker_layers, asdict(src), asdict(options)).result()
 
 
 def _pool() -> futures.ProcessPoolExecutor:
@@ -106,7 +116,7 @@ def _worker_convert(src: dict, target: dict, out_dir: str, options: dict) -> dic
     from ..core.errors import EdgedlError
     from .worker import convert_target
 
-    label = f"{target['format']} {target['precision']}"
+    label = Target(**target).label
     try:
         return convert_target(src, target, Path(out_dir), options)
     except EdgedlError as exc:
@@ -122,3 +132,9 @@ def _worker_check(src: dict, targets: list[dict], options: dict) -> dict:
     from .worker import preflight
 
     return preflight(src, targets, options)
+
+
+def _worker_layers(src: dict, options: dict) -> list[str]:
+    from .worker import layers_with_ops as in_worker
+
+    return in_worker(src, options)

@@ -1,12 +1,16 @@
-"""Keras → TFLite in float32, float16, dynamic-range and full-integer int8, builtin ops only.
+"""Keras → TFLite in float32, float16, dynamic-range, full-integer int8, int16x8 (16-bit activations,
+8-bit weights) and mixed (int8 with chosen Keras layers kept in float), builtin ops only.
 
-Models with LSTM layers go through the fused UNIDIRECTIONAL_SEQUENCE_LSTM path
-(`fused_lstm.py`): the default conversion fails on Keras 3 LSTMs, and the WHILE-loop form
-crashes the converter in int8. SELECT_TF_OPS (Flex) is never turned on unless asked for.
+Models with LSTM layers (Bidirectional and go_backwards included) go through the fused
+UNIDIRECTIONAL_SEQUENCE_LSTM path (`fused_lstm.py`): the default conversion fails on Keras 3 LSTMs,
+and the WHILE-loop form crashes the converter in int8. SELECT_TF_OPS (Flex) is never turned on
+unless asked for. ``inference_input_type`` applies to float inputs only: integer (token id) inputs
+keep their dtype in every precision.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -15,19 +19,109 @@ import numpy as np
 from ..core.errors import ExportError
 from ..runners.modelio import input_names
 
+QUANTIZED = ("int8", "int16x8", "mixed")
+
 
 def convert(model, precision: str, calibration: list[np.ndarray] | None, io: str = "int8",
-            allow_flex: bool = False) -> bytes:
-    """Return the ``.tflite`` bytes of ``model`` at ``precision``."""
+            allow_flex: bool = False, keep_float: tuple[str, ...] = ()) -> bytes:
+    """Return the ``.tflite`` bytes of ``model`` at ``precision`` (``keep_float``: a mixed target's layers)."""
     from . import fused_lstm
 
-    converter = converter_for(model)
-    configure(converter, precision, calibration, io, allow_flex, input_names(model))
+    with integer_layer_norm(precision in QUANTIZED):
+        converter = converter_for(model)
+        configure(converter, precision, calibration, io, allow_flex, input_names(model))
+        try:
+            blob = _mixed(converter, model, keep_float) if precision == "mixed" else converter.convert()
+        except ExportError:
+            raise
+        except Exception as exc:  # the converter raises ConverterError / RuntimeError with MLIR text
+            raise ExportError(f"TFLite {precision} conversion failed: {_first_error_line(exc)}") from exc
+    if not fused_lstm.has_lstm(model):
+        return blob
+    blob = fused_lstm.without_cell_clip(blob)
+    return fused_lstm.fix_int8_hidden_scale(blob) if precision in ("int8", "mixed") else blob
+
+
+@contextlib.contextmanager
+def integer_layer_norm(active: bool = True):
+    """Trace Keras LayerNormalization as mean → SUB → MUL → MEAN → RSQRT → MUL/ADD, the same function.
+
+    Keras computes it as ``x·inv − mean·inv``: the NEG that makes stays float in an "int8" model (a
+    DEQUANTIZE/QUANTIZE island the converter adds without a word) and has no int16 kernel, so int16x8
+    cannot convert at all. Measured on a 2-block Transformer (2026-11-27): outputs equal to 8e-7 in
+    float, int8 becomes integer-only and ~1.5× faster, and int16x8 converts.
+    """
+    if not active:
+        yield
+        return
+    import keras
+
+    layer_class = keras.layers.LayerNormalization
+    original = layer_class.call
+    layer_class.call = _decomposed_layer_norm
     try:
-        blob = converter.convert()
-    except Exception as exc:  # the converter raises ConverterError / RuntimeError with MLIR text
-        raise ExportError(f"TFLite {precision} conversion failed: {_first_error_line(exc)}") from exc
-    return fused_lstm.without_cell_clip(blob) if fused_lstm.has_lstm(model) else blob
+        yield
+    finally:
+        layer_class.call = original
+
+
+def _decomposed_layer_norm(self, inputs):
+    from keras import ops
+
+    x = ops.cast(inputs, "float32")
+    axes = self.axis if isinstance(self.axis, (list, tuple)) else [self.axis]
+    ndims = len(x.shape)
+    shape = [1] * ndims
+    for dim in axes:
+        shape[dim] = x.shape[dim]
+    centred = x - ops.mean(x, axis=axes, keepdims=True)
+    inverse = ops.rsqrt(ops.mean(centred * centred, axis=axes, keepdims=True) + self.epsilon)
+    # rms_scaling keeps x uncentred (Keras' definition); otherwise the usual centred form
+    outputs = (x if self.rms_scaling else centred) * inverse
+    if self.gamma is not None:
+        outputs = outputs * ops.reshape(ops.cast(self.gamma, "float32"), shape)
+    if self.beta is not None:
+        outputs = outputs + ops.reshape(ops.cast(self.beta, "float32"), shape)
+    return ops.cast(outputs, self.compute_dtype)
+
+
+def _mixed(converter, model, keep_float: tuple[str, ...]) -> bytes:
+    """int8 everywhere except the ops of the ``keep_float`` Keras layers, which compute in float.
+
+    The converter calibrates once (its own representative-data pass), then the calibrated model is
+    quantized with those ops on its denylist (tensorflow.lite.python.convert.mlir_quantize, the path
+    of TensorFlow's QuantizationDebugger). Inputs and outputs stay float: a float first layer needs a
+    float input. ai-edge-quantizer can do the same from a float .tflite, but does not handle LSTMs.
+    """
+    from tensorflow.lite.python import convert as lite_convert
+
+    converter._experimental_calibrate_only = True
+    calibrated = converter.convert()
+    nodes = float_nodes(calibrated, model, keep_float) if keep_float else []
+    return lite_convert.mlir_quantize(calibrated, disable_per_channel=False, fully_quantize=False,
+                                      enable_numeric_verify=False, denylisted_ops=None,
+                                      denylisted_nodes=nodes or None)
+
+
+def float_nodes(calibrated: bytes, model, keep_float: tuple[str, ...]) -> list[str]:
+    """The output tensor names of the ops that belong to ``keep_float`` layers; every layer must own one."""
+    from ..runners.modelio import layer_classes, layers_in
+
+    known = layer_classes(model)
+    owned = [(tensor, layers_in(tensor, known)) for _, tensor in ops_with_tensors(calibrated)]
+    require_layers(keep_float, [owners for _, owners in owned])
+    return [tensor for tensor, owners in owned if owners & set(keep_float)]
+
+
+def require_layers(keep_float, owners: list[set[str]]) -> None:
+    """Every layer named for float must own an op of the converted graph (else the name is a typo, or the
+    converter folded the layer away)."""
+    seen = set().union(*owners) if owners else set()
+    missing = [name for name in keep_float if name not in seen]
+    if missing:
+        raise ExportError(f"--keep-float names {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+                          "not a layer with ops in the converted model",
+                          hint=f"layers with ops: {', '.join(sorted(seen))}")
 
 
 def converter_for(model):
@@ -66,15 +160,18 @@ def configure(converter, precision: str, calibration, io: str, allow_flex: bool,
         converter.target_spec.supported_types = [tf.float16]
     elif precision == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif precision == "int8":
+    elif precision in QUANTIZED:
         if not calibration:
-            raise ExportError("int8 export needs calibration samples", hint="pass --calibration data.npz")
+            raise ExportError(f"{precision} export needs calibration samples", hint="pass --calibration data.npz")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = _representative(calibration, names)
-        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        io_type = {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[io]
-        converter.inference_input_type = io_type
-        converter.inference_output_type = io_type
+        if precision == "int8":
+            ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            io_type = {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[io]
+            converter.inference_input_type = io_type
+            converter.inference_output_type = io_type
+        elif precision == "int16x8":  # no float fallback: an op without a 16-bit kernel is an error, not a surprise
+            ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     if allow_flex:
         warnings.warn("--allow-flex: the model may need the Flex delegate, which LiteRT's Python wheel, "
                       "tflite-runtime and most apps lack", stacklevel=2)
@@ -83,12 +180,13 @@ def configure(converter, precision: str, calibration, io: str, allow_flex: bool,
 
 
 def _representative(calibration: list[np.ndarray], names: list[str] | None) -> Callable[[], Iterator]:
-    """One sample at a time; keyed by input name when there are several, so order cannot mix them up."""
+    """One sample at a time, each input in its own dtype (token ids stay integers); keyed by input
+    name when there are several, so order cannot mix them up."""
     count = len(calibration[0])
 
     def samples():
         for i in range(count):
-            batch = [np.asarray(x[i : i + 1], dtype=np.float32) for x in calibration]
+            batch = [x[i : i + 1] for x in calibration]
             yield dict(zip(names, batch, strict=True)) if names and len(batch) > 1 else batch
 
     return samples
@@ -100,3 +198,41 @@ def _first_error_line(exc: Exception) -> str:
         if "error:" in line:
             return " ".join(line.split("error:", 1)[1].split())[:300]
     return " ".join(text.split())[:300]
+
+
+def quantized_weights(flatbuffer: bytes) -> int:
+    """How many constant tensors (weights) are stored as integers of 8 bits: 0 means no weight got quantized.
+
+    Dynamic-range conversion quantizes only weight tensors of at least 1024 values, so a small model
+    can come out computing exactly like float32 (checked on TF 2.21: LSTM(64) over 8 features).
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytearray(flatbuffer), 0))
+    eight_bit = {schema.TensorType.INT8, schema.TensorType.UINT8}
+    return sum(1 for subgraph in model.subgraphs for tensor in subgraph.tensors
+               if tensor.type in eight_bit and model.buffers[tensor.buffer].data is not None
+               and len(model.buffers[tensor.buffer].data) > 0)
+
+
+def ops_with_tensors(flatbuffer: bytes) -> list[tuple[str, str]]:
+    """(builtin op name, name of its first output tensor) for every operator of a TFLite model."""
+    return [(op, tensor) for op, tensor, _ in ops_with_types(flatbuffer)]
+
+
+def ops_with_types(flatbuffer: bytes) -> list[tuple[str, str, str]]:
+    """(builtin op name, first output tensor's name, its type: FLOAT32, INT8, INT16…) for every operator."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytearray(flatbuffer), 0))
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    found = []
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators or []:
+            code = model.operatorCodes[op.opcodeIndex]
+            tensor = subgraph.tensors[op.outputs[0]] if op.outputs is not None and len(op.outputs) else None
+            found.append((names.get(max(int(code.builtinCode), int(code.deprecatedBuiltinCode)), "UNKNOWN"),
+                          tensor.name.decode(errors="replace") if tensor is not None and tensor.name else "",
+                          types.get(tensor.type, "?") if tensor is not None else "?"))
+    return found

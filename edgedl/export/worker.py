@@ -6,18 +6,20 @@ worker, so several targets of one model load TensorFlow and the model once.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ..core.env import import_keras, library_versions, quiet_output
-from ..core.errors import ExportError
+from ..core.errors import EdgedlError, ExportError
 from ..core.files import atomic_path, write_json
-from ..core.layout import SUFFIX, relative_to, sidecar_path
+from ..core.layout import relative_to, sidecar_path
 from ..core.outputs import inside
-from ..runners.modelio import input_names
+from ..runners.modelio import input_names, output_names
 from .calibration import load_calibration
+from .plan import CALIBRATED, Target
 
 _CACHE: dict = {}
 
@@ -34,25 +36,127 @@ def _convert_target(src: dict, target: dict, out_dir: Path, options: dict) -> di
     reason = unsupported_reason(model, fmt, precision)
     if reason:
         raise ExportError(reason)
-    calibration = _calibration(src, options, model) if precision == "int8" else None
-    extra: dict = {}
+    calibration = _calibration(src, options, model) if precision in CALIBRATED else None
+    searched = target.get("keep_float") is not None  # a search may find that no layer needs to be float
+    keep_float = tuple(target["keep_float"] if searched else options.get("keep_float") or ())
+    if precision == "mixed" and not keep_float and not searched:
+        raise ExportError("a mixed target needs the layers to keep in float", hint="pass --keep-float LAYER,… or auto")
+    extra: dict = {"keep_float": list(keep_float)} if precision == "mixed" else {}
+    extra.update(target.get("facts") or {})
     if fmt == "tflite":
         from . import tflite
 
-        blob = tflite.convert(model, precision, calibration and calibration[0], options["io"], options["allow_flex"])
+        blob = _tflite_bytes(model, precision, calibration, options, keep_float)
+        if options.get("target") and precision == "int8":
+            _refuse_ops_without_tflm_kernel(blob, model, options["target"])
+        if precision in ("int16x8", "mixed"):
+            extra["integer_ops"] = integer_share(blob)
+        if precision == "dynamic" and not tflite.quantized_weights(blob):
+            extra["no_effect"] = True  # flagged in the sidecar, the report, and never recommended
+            extra["notes"] = ["dynamic-range quantized no weight (the converter skips weight tensors under 1024 "
+                              "values): this file computes like fp32; ship fp32, or int8 for integer-only targets"]
     else:
-        blob, extra = _onnx_bytes(src, model, precision, calibration, options)
-    path = inside(out_dir, out_dir / f"{src['name']}_{precision}{SUFFIX[fmt]}")  # never written elsewhere
+        blob, onnx_facts = _onnx_bytes(src, model, precision, calibration, options, keep_float)
+        extra.update(onnx_facts)
+    path = inside(out_dir, out_dir / Target(fmt, precision, tag=target.get("tag") or "").file_name(src["name"]))
     facts = {
+        "keras_outputs": output_names(model),
         "target": f"{fmt} {precision}", "precision": precision, "name": src["name"],
         "architecture": src["architecture"],
-        "io": options["io"] if (fmt == "tflite" and precision == "int8") else "float",
+        "io": options["io"] if (fmt == "tflite" and precision == "int8") else "float",  # int16x8, mixed: float I/O
         # Paths in a sidecar are relative to the sidecar, so a folder can move or be bundled from anywhere.
         "source_model": {"path": relative_to(src["model_path"], out_dir), "sha256": src["model_sha256"]},
         "calibration": _relative_calibration(calibration[1], out_dir) if calibration else None,
         "versions": library_versions(), **extra,
     }
     return _write_with_sidecar(path, blob, fmt, options, facts, started)
+
+
+def _tflite_bytes(model, precision: str, calibration, options: dict, keep_float: tuple[str, ...]) -> bytes:
+    from . import tflite
+
+    try:
+        blob = tflite.convert(model, precision, calibration and calibration[0], options["io"], options["allow_flex"],
+                              keep_float)
+    except ExportError as exc:
+        op = re.search(r"16x8-bit not yet supported for op: '(\w+)'", str(exc))
+        if precision == "int16x8" and op:
+            raise _int16_refusal(op.group(1), model, "the converter has no 16-bit kernel for it") from exc
+        raise
+    if precision == "int16x8":
+        _check_int16(blob, model)
+    return blob
+
+
+def _check_int16(blob: bytes, model) -> None:
+    """Every int16 op must have a LiteRT kernel: the measured table first, then one allocate + invoke
+    in a child process (the int16 SQUARED_DIFFERENCE passes prepare and fails only when invoked)."""
+    from ..runners.isolation import isolated_bytes, probe_feeds
+    from ..runners.litert_kernels import INT16_REFUSED
+    from . import tflite
+
+    for op, _, dtype in tflite.ops_with_types(blob):
+        if dtype == "INT16" and op in INT16_REFUSED:
+            raise _int16_refusal(op, model, INT16_REFUSED[op], blob)
+    try:
+        with isolated_bytes(blob, ".tflite", "litert") as runner:
+            runner.infer(probe_feeds(runner.inputs, "the int16x8 model"))
+    except EdgedlError as exc:
+        failed = re.search(r"\((\w+)\) failed to (prepare|invoke)", str(exc))
+        if failed:
+            raise _int16_refusal(failed.group(1), model, f"LiteRT failed to {failed.group(2)} it", blob) from exc
+        raise ExportError(f"the int16x8 model does not run in LiteRT: {exc.one_line()}") from exc
+
+
+def _int16_refusal(op: str, model, why: str, blob: bytes | None = None) -> ExportError:
+    """A refusal naming the op and the Keras layers it comes from (found in the float graph if needed)."""
+    from ..runners.modelio import layer_classes, layers_in
+    from . import tflite
+
+    graph = tflite.ops_with_tensors(blob if blob is not None else tflite.convert(model, "fp32", None))
+    known = layer_classes(model)
+    layers = sorted({layer for name, tensor in graph if name == op for layer in layers_in(tensor, known)})
+    where = f" (layer{'s' if len(layers) > 1 else ''} {', '.join(repr(n) for n in layers)})" if layers else ""
+    return ExportError(f"int16x8: LiteRT has no 16-bit kernel for {op}{where}: {why}",
+                       hint="keep those layers in float instead (--quantize int8 --keep-float LAYER), or replace them")
+
+
+def integer_share(blob: bytes) -> dict:
+    """How much of a quantized model computes in integers: ops by the type of what they produce."""
+    from . import tflite
+
+    typed = [(op, dtype) for op, _, dtype in tflite.ops_with_types(blob) if op not in ("QUANTIZE", "DEQUANTIZE")]
+    integer = sum(1 for _, dtype in typed if dtype in ("INT8", "INT16", "INT32", "UINT8"))
+    return {"integer": integer, "float": len(typed) - integer,
+            "float_ops": sorted({op for op, dtype in typed if dtype == "FLOAT32"})}
+
+
+def _refuse_ops_without_tflm_kernel(blob: bytes, model, target: str) -> None:
+    """For a microcontroller target, every op must have a TFLite Micro kernel: refuse, naming the Keras
+    layer behind each op that has none, before anything is written."""
+    from ..runners.modelio import layer_classes, layer_for
+    from ..runners.tflm_kernels import KERNELS
+    from . import tflite
+
+    layers = layer_classes(model)
+    missing = [(op, layer_for(tensor, layers) or tensor) for op, tensor in tflite.ops_with_tensors(blob)
+               if op not in KERNELS]
+    if missing:
+        named = "; ".join(f"layer {layer!r} → {op}" for op, layer in dict.fromkeys(missing))
+        raise ExportError(f"TFLite Micro ({target}) has no kernel for: {named}",
+                          hint="replace those layers (e.g. approximate GELU, a fused LSTM), or target a phone or Pi")
+
+
+def keras_output_names(outputs: list[dict], names: list[str]) -> list[dict]:
+    """TFLite signatures call outputs ``output_0``, ``output_1``… in Keras order: give them the Keras names
+    (the runtime's tensor name stays in ``tensor``)."""
+    renamed = []
+    for spec in outputs:
+        head, _, number = spec["name"].rpartition("_")
+        if head == "output" and number.isdigit() and int(number) < len(names):
+            spec = {**spec, "name": names[int(number)], "signature": spec["name"]}
+        renamed.append(spec)
+    return renamed
 
 
 def _relative_calibration(info: dict, out_dir: Path) -> dict:
@@ -74,10 +178,12 @@ def _write_with_sidecar(path: Path, blob: bytes, fmt: str, options: dict, facts:
         if info["flex_ops"] and not options["allow_flex"]:
             raise ExportError(f"the result needs ops outside the builtin set ({', '.join(info['flex_ops'])})",
                               hint="simplify the model, or pass --allow-flex knowingly")
+        info["outputs"] = keras_output_names(info["outputs"], facts.pop("keras_outputs"))
         record = {**info, "file": path.name, **facts, "time_s": round(time.perf_counter() - started, 2)}
         if record.get("stateful"):
-            record["notes"] = ["stateful: reset variable tensors (interpreter.reset_all_variables()) before "
-                               "every inference; the fused LSTM keeps h/c between invokes"]
+            record["notes"] = [*record.get("notes", []), "stateful: reset variable tensors "
+                               "(interpreter.reset_all_variables()) before every inference; the fused LSTM keeps "
+                               "h/c between invokes"]
         try:
             write_json(sidecar, record)
         except BaseException:
@@ -126,14 +232,15 @@ def _calibration(src: dict, options: dict, model) -> tuple[list[np.ndarray], dic
                           hint="pass --calibration data.npz (key x, or one key per input name)")
     key = ("calibration", path, options["calibration_samples"])
     if key not in _CACHE:
-        _CACHE[key] = load_calibration(path, options["calibration_samples"], model)
+        _CACHE[key] = load_calibration(path, options["calibration_samples"], model, src["calibration_raw"])
     arrays, info = _CACHE[key]
     if src["calibration_sha256"]:
         info = {**info, "recorded_sha256": src["calibration_sha256"]}
     return arrays, info
 
 
-def _onnx_bytes(src: dict, model, precision: str, calibration, options: dict) -> tuple[bytes, dict]:
+def _onnx_bytes(src: dict, model, precision: str, calibration, options: dict,
+                keep_float: tuple[str, ...]) -> tuple[bytes, dict]:
     from . import onnx as onnx_export
 
     key = ("onnx-fp32", src["model_path"], options["opset"])
@@ -143,7 +250,10 @@ def _onnx_bytes(src: dict, model, precision: str, calibration, options: dict) ->
     extra = {"opset": options["opset"]}
     if precision == "fp32":
         return float_bytes, extra
-    blob, quant = onnx_export.quantize(float_bytes, calibration[0], input_names(model), options["onnx_quant"])
+    recipe = "static" if precision == "mixed" else options["onnx_quant"]  # node exclusion is a static QDQ idea
+    excluded = onnx_export.nodes_of(float_bytes, model, keep_float) if keep_float else []
+    blob, quant = onnx_export.quantize(float_bytes, calibration[0], input_names(model), recipe,
+                                       options["calibration_method"], excluded)
     return blob, {**extra, "onnx_quantization": quant}
 
 
@@ -153,11 +263,8 @@ RECURRENT = ("LSTM", "GRU", "SimpleRNN", "Bidirectional", "ConvLSTM1D", "ConvLST
 
 
 def _layers(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers") and layer.__class__.__name__ in ("Sequential", "Functional", "Model"):
-            yield from _layers(layer)
-        else:
-            yield layer
+    """Every layer, nested ones included (a Bidirectional's forward and backward LSTMs too)."""
+    return model._flatten_layers(include_self=False, recursive=True)
 
 
 def _is_recurrent(model) -> bool:
@@ -176,10 +283,27 @@ def unsupported_reason(model, fmt: str, precision: str) -> str | None:
             reason = fused_lstm.unsupported_reason(layer)
             if reason:
                 return f"layer {layer.name!r}: {reason}; closest alternative: --format onnx"
-        elif kind in RECURRENT and precision == "int8":
+        elif kind in RECURRENT and kind != "Bidirectional" and precision in CALIBRATED:
+            # Checked on TF 2.21: the batch-1 WHILE loop of a GRU/SimpleRNN segfaults the int8 converter.
             return (f"layer {layer.name!r} ({kind}): full-integer int8 TFLite of this recurrent layer crashes the "
                     "converter; closest alternatives: --quantize dynamic (int8 weights), or --format onnx --quantize int8")
     return None
+
+
+def layers_with_ops(src: dict, options: dict) -> list[str]:
+    """Keras layers owning ops of the float TFLite graph, in graph order (candidates to keep in float)."""
+    from ..runners.modelio import layer_classes, layers_in
+    from . import tflite
+
+    with quiet_output():
+        model = _model(src, options)
+        known = layer_classes(model)
+        ordered: dict[str, None] = {}
+        top = {layer.name for layer in model.layers}  # a MultiHeadAttention, not its "query" sublayer
+        for _, tensor in tflite.ops_with_tensors(tflite.convert(model, "fp32", None)):
+            for layer in sorted(layers_in(tensor, known) & top):
+                ordered.setdefault(layer)
+        return list(ordered)
 
 
 def preflight(src: dict, targets: list[dict], options: dict) -> dict:

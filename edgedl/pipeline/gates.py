@@ -15,10 +15,17 @@ def rows(validation: dict | None, bench: dict | None) -> list[dict]:
     return table
 
 
-def recommend(validation: dict | None, bench: dict | None) -> str | None:
-    """What to ship on a device: the fastest faithful TFLite artifact (smaller wins a near tie)."""
-    candidates = [r for r in rows(validation, bench)
-                  if r["verdict"] == "pass" and r["artifact"].endswith(".tflite") and r.get("p50_us")]
+def recommend(validation: dict | None, bench: dict | None, mcu: dict | None = None) -> str | None:
+    """What to ship on a device: the fastest faithful TFLite artifact (smaller wins a near tie). An
+    artifact whose quantization had no effect (it is float32 by another name) is never recommended.
+
+    For a microcontroller (``mcu``: verdicts per int8 artifact), only full-int8 TFLite artifacts that
+    pass TFLite Micro and fit the board qualify, timed under TFLite Micro's kernels, not the host's."""
+    candidates = [r for r in rows(validation, bench) if r["verdict"] == "pass" and not r.get("no_effect")
+                  and r["artifact"].endswith(".tflite") and r.get("p50_us")]
+    if mcu is not None:
+        candidates = [dict(r, p50_us=mcu[r["artifact"]]["seconds_per_inference"] * 1e6) for r in candidates
+                      if (mcu.get(r["artifact"]) or {}).get("passed")]
     if not candidates:
         return None
     fastest = min(r["p50_us"] for r in candidates)
@@ -26,11 +33,21 @@ def recommend(validation: dict | None, bench: dict | None) -> str | None:
     return min(near, key=lambda r: r["size"])["artifact"]
 
 
-def check_gates(gates: dict, validation: dict | None, bench: dict | None) -> list[dict]:
+def check_gates(gates: dict, validation: dict | None, bench: dict | None, rescued: dict | None = None) -> list[dict]:
+    """Each gate on each artifact. An int8 artifact the rescue ladder replaced is judged through its
+    rescue, and a rung that was tried and did not pass is a record of the climb, not a failure."""
     results = []
     table = rows(validation, bench)
     for row in table:
         name = row["artifact"]
+        if rescued and name in rescued:
+            by = rescued[name]
+            results.append(_gate("rescued", name, True, f"{name} failed as int8; rescued by {by['rung']} "
+                                 f"({by['artifact']})"))
+            continue
+        if row.get("rescue") and row["verdict"] != "pass":
+            results.append(_gate("rescue", name, True, f"{name}: rung {row['rescue']} tried, did not pass"))
+            continue
         if "max_accuracy_drop" in gates and row.get("accuracy_delta") is not None:
             drop = -row["accuracy_delta"]
             results.append(_gate("max_accuracy_drop", name, drop <= gates["max_accuracy_drop"] + 1e-12,

@@ -32,19 +32,68 @@ SUMMARY_HEADER = ("| model | artifact | format | precision | size (KB) | accurac
 
 
 def summary_table(summary: dict) -> str:
-    lines = [SUMMARY_HEADER, "|" + "---|" * 14]
+    target = summary.get("target")
+    header = SUMMARY_HEADER + (f" MCU ({target}) |" if target else "")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for recipe in summary["recipes"]:
         failed = {g["artifact"] for g in recipe["gates"] if not g["passed"]}
         for r in rows(recipe["validation"], recipe["bench"]):
-            ship = " ★" if r["artifact"] == recipe["ship"] else ""
+            ship = " ★" if r["artifact"] == recipe["ship"] else (" (no effect)" if r.get("no_effect") else "")
+            ship += f" (rescue: {r['rescue']})" if r.get("rescue") else ""
             cells = [recipe["name"], r["artifact"] + ship, r["format"], r["precision"], _fmt(r["size"] / 1024, ",.1f"),
                      _fmt(r.get("candidate_accuracy"), ".2%"), _fmt(r.get("accuracy_delta"), "+.2f", 100),
                      _fmt(r.get("agreement"), ".2%"), _fmt(r.get("p50_us"), ".1f"), _fmt(r.get("p99_us"), ".1f"),
                      _fmt(r.get("init_ms"), ".0f"), _fmt(r.get("peak_rss_mb"), ".0f"),
                      "pass" if r["verdict"] == "pass" else f"**{r['verdict']}**",
                      "**fail**" if r["artifact"] in failed else "pass"]
+            if target:
+                cells.append(_mcu_cell((recipe.get("mcu") or {}).get(r["artifact"])))
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _mcu_cell(verdict: dict | None) -> str:
+    """A board verdict in a table cell: fits with RAM and flash, or why not; – for non-int8 artifacts."""
+    if verdict is None:
+        return "–"
+    if not verdict.get("fit"):
+        return f"**✗** {verdict['why']}"
+    fit = verdict["fit"]
+    sizes = (f"RAM {verdict['ram'] / 1024:,.1f} KB ({fit['ram_headroom'] / 1024:+,.1f}), flash "
+             f"{verdict['flash'] / 1024:,.1f} KB ({fit['flash_headroom'] / 1024:+,.1f})")
+    return f"✓ {sizes}" if verdict["passed"] else f"**✗** {verdict['why']}"
+
+
+def _rescue_section(recipe: dict) -> str:
+    """Each failed int8 artifact, and every rung tried for it, side by side with plain PTQ."""
+    timing = {r["artifact"]: r for r in (recipe["bench"] or {}).get("results", [])
+              if r.get("threads") == 1 and r.get("batch") == 1}
+    lines = ["| failed int8 | rung | artifact | verdict | agreement | accuracy (Δ pp) | size (KB) | p50 (µs) | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for failed, entry in (recipe.get("rescue") or {}).items():
+        ptq = entry["ptq"]
+        lines.append(f"| {failed} | PTQ (as exported) | {failed} | **FAIL** | {_fmt(ptq.get('agreement'), '.2%')} | "
+                     f"{_fmt(ptq.get('candidate_accuracy'), '.2%')} ({_fmt(ptq.get('accuracy_delta'), '+.2f', 100)}) | "
+                     f"{_fmt((ptq.get('size') or 0) / 1024, ',.1f')} | "
+                     f"{_fmt(timing.get(failed, {}).get('p50_us'), '.1f')} | |")
+        for rung in entry["rungs"]:
+            verdict = "pass" if rung["passed"] else ("–" if rung.get("skipped") else "**FAIL**")
+            note = rung.get("note") or ""
+            if rung.get("layers"):
+                note = f"float: {', '.join(rung['layers'])}"
+            if rung.get("reference"):
+                note = f"vs {rung['reference']}; float accuracy {_fmt(rung.get('original_float_accuracy'), '.2%')} → " \
+                       f"{_fmt(rung.get('float_accuracy'), '.2%')}"
+            lines.append(f"| | {rung['rung']} | {rung.get('artifact') or '–'} | {verdict} | "
+                         f"{_fmt(rung.get('agreement'), '.2%')} | {_fmt(rung.get('candidate_accuracy'), '.2%')} "
+                         f"({_fmt(rung.get('accuracy_delta'), '+.2f', 100)}) | "
+                         f"{_fmt((rung.get('size') or 0) / 1024 if rung.get('size') else None, ',.1f')} | "
+                         f"{_fmt(timing.get(rung.get('artifact'), {}).get('p50_us'), '.1f')} | {_inline_safe(note)} |")
+    return "\n".join(lines)
+
+
+def _inline_safe(text: str) -> str:
+    return text.replace("|", "/")
 
 
 def _drift_section(recipe: dict) -> str:
@@ -69,7 +118,9 @@ def _environment(summary: dict) -> str:
 
 
 def _commands(summary: dict) -> str:
-    lines = ["```sh", f"edgedl pipeline {' '.join(r['recipe'] for r in summary['recipes'])} --out {summary['out']}"]
+    board = f" --target {summary['target']}" if summary.get("target") else ""
+    lines = ["```sh", f"edgedl pipeline {' '.join(r['recipe'] for r in summary['recipes'])} --out {summary['out']}"
+             + board]
     for recipe in summary["recipes"]:
         run = recipe["run_dir"]
         lines += [f"# {recipe['name']}, step by step",
@@ -78,7 +129,8 @@ def _commands(summary: dict) -> str:
                   f"edgedl validate {run} --layers",
                   f"edgedl bench {run}/exports"]
         if recipe["ship"]:
-            lines.append(f"edgedl bundle {run}/exports/{recipe['ship']} --out {recipe['bundle']}")
+            board = f" --target all,{summary['target']}" if summary.get("target") else ""
+            lines.append(f"edgedl bundle {run}/exports/{recipe['ship']} --out {recipe['bundle']}{board}")
     lines.append("```")
     return "\n".join(lines)
 
@@ -87,16 +139,23 @@ def markdown(summary: dict, plots: dict) -> str:
     verdict = "PASS" if summary["passed"] else "FAIL"
     parts = [f"# edgedl pipeline report — {verdict}",
              f"Finished in {summary['seconds']:.0f} s. ★ marks the artifact recommended to ship "
-             "(fastest faithful TFLite; smaller wins a near tie).",
+             + ("(fastest faithful TFLite; smaller wins a near tie)." if not summary.get("target") else
+                f"for {summary['target']} (the fastest full-int8 TFLite under TFLite Micro that passes its check "
+                "and fits the board's RAM and flash; smaller wins a near tie). Sizes: RAM = tensor arena with "
+                "margin + I/O buffers; flash = model + TFLM framework + kernels (upper bound)."),
              "## Summary", summary_table(summary)]
     for recipe in summary["recipes"]:
         metrics, training = recipe["metrics"], recipe["training"]
         parts += [f"## {recipe['name']}",
-                  f"Keras test accuracy {metrics['test_accuracy']:.2%} on {recipe['dataset']['sizes']['test']} "
-                  f"held-out samples ({metrics['epochs_run']} epochs, {training['time_s']:.0f} s on "
-                  f"{', '.join(training['devices'])}). Steps: "
+                  f"Keras {_score(metrics)} on {recipe['dataset']['sizes']['test']} held-out samples "
+                  f"({_how_trained(metrics, training)}). Steps: "
                   + ", ".join(f"{step} {_timing(t)}" for step, t in recipe["timings"].items()),
                   "### Parity matrix", _parity_matrix(recipe), "### Per-layer drift (int8)", _drift_section(recipe)]
+        if recipe.get("rescue"):
+            parts += ["### Rescue ladder", "An int8 artifact failed its gates; the remedies were tried in order "
+                      "until one passed (keep_float: the fewest layers in float; int16x8: 16-bit activations; "
+                      "qat: quantization-aware fine-tuning, validated against the fine-tuned model).",
+                      _rescue_section(recipe)]
         failed = [g for g in recipe["gates"] if not g["passed"]]
         parts.append("### Gates\n" + ("\n".join(f"- ✗ {g['gate']}: {g['detail']}" for g in failed)
                                        or f"- ✓ all {len(recipe['gates'])} gate checks pass"))
@@ -105,6 +164,22 @@ def markdown(summary: dict, plots: dict) -> str:
     parts += ["## Plots"] + [f"![{name}]({PLOTS}/{path.name})" for name, path in plots.items()]
     parts += ["## Environment", _environment(summary), "## Reproduce", _commands(summary)]
     return "\n\n".join(parts) + "\n"
+
+
+def _score(metrics: dict) -> str:
+    if metrics.get("test_accuracy") is not None:
+        return f"test accuracy {metrics['test_accuracy']:.2%}"
+    if metrics.get("test_mae") is not None:
+        return f"test MAE {metrics['test_mae']:.4g} (RMSE {metrics['test_rmse']:.4g})"
+    return "(no labels)"
+
+
+def _how_trained(metrics: dict, training: dict) -> str:
+    if training.get("adopted"):
+        return "trained elsewhere, adopted with its model card"
+    restored = f", restored epoch {metrics['restored_epoch']}" if metrics.get("restored_epoch") else ""
+    return (f"{metrics['epochs_run']} epochs{restored}, {training['time_s']:.0f} s on "
+            f"{', '.join(training['devices']) or 'cpu'}")
 
 
 def _timing(entry: dict) -> str:

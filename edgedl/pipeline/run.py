@@ -22,10 +22,12 @@ from ..recipe import Recipe, load_recipe, train_config
 from ..recipe import check_gates as check_gates_settings
 from .cache import StepCache, step_key
 from .gates import check_gates, recommend
+from .rescue import artifacts as rescue_artifacts
+from .rescue import failing_int8, ladder, rescue_rows, rescued
 
 DEFAULT_OUT = Path("runs") / "pipeline"
 DEFAULT_RECIPES = ("mlp", "cnn", "lstm")
-STEPS = ("train", "export", "validate", "bench", "bundle")
+STEPS = ("train", "export", "validate", "rescue", "bench", "mcu", "bundle")
 
 
 @dataclass
@@ -37,6 +39,10 @@ class PipelineOptions:
     bench_min_time: float = 1.0
     layers: bool = True
     samples: int | None = None
+    tolerances: dict = field(default_factory=dict)  # parity limits over the recipes' [tolerances]
+    target: str | None = None  # a microcontroller board: int8 artifacts are checked under TFLite Micro for it
+    rescue: bool = True  # climb the rescue ladder when an int8 artifact fails (the recipe's [rescue] rungs)
+    backend: str | None = None  # the Keras backend that trains every recipe (else each recipe's own)
 
 
 def default_recipes() -> list[Path]:
@@ -52,11 +58,17 @@ def pipeline(recipes: list[str | Path] | None = None, options: PipelineOptions |
     paths = [Path(r) for r in recipes] if recipes else default_recipes()
     loaded = _load_all(paths)  # every recipe, gate and name checked before any work starts
     check_gates_settings({k: v for k, v in options.gates.items() if v is not None}, "pipeline options")
+    if options.target:
+        from ..deploy.boards import board
+
+        board(options.target)  # an unknown name is a usage error that lists the boards, before any work
+        options.target = options.target.lower()
     claim(options.out, "pipeline")
     started = time.perf_counter()
     outcomes = []
     for number, recipe in enumerate(loaded, 1):
-        say(f"\n== [{number}/{len(loaded)}] {recipe.name} ({recipe.architecture} on {recipe.data}) ==")
+        what = f"{recipe.architecture} on {recipe.data}" if recipe.architecture else f"{recipe.keras.name}, adopted"
+        say(f"\n== [{number}/{len(loaded)}] {recipe.name} ({what}) ==")
         outcomes.append(_run_recipe(recipe, options, say))
     summary = {
         "edgedl": "pipeline/1",
@@ -65,6 +77,7 @@ def pipeline(recipes: list[str | Path] | None = None, options: PipelineOptions |
         "versions": library_versions(),
         "recipes": outcomes,
         "passed": all(o["passed"] for o in outcomes),
+        "target": options.target,
     }
     from .report import write_junit, write_reports
 
@@ -96,14 +109,20 @@ def _run_recipe(recipe: Recipe, options: PipelineOptions, say) -> dict:
     run_dir = folder / "run"
     export_dir = run_dir / EXPORTS
 
-    train_key = step_key("train", recipe.architecture, recipe.data, recipe.seed, recipe.train, options.epochs,
-                      recipe.calibration_samples, versions, _arch_source(recipe.architecture), __version__)
-    _step(cache, "train", train_key, timings, say, lambda: _train(recipe, options, run_dir),
-          [str(run_dir / MANIFEST)])
+    if recipe.keras:  # a model trained elsewhere: adopted with its card instead of trained
+        train_key = step_key("adopt", _file_hash(recipe.keras), _file_hash(recipe.card), versions, __version__)
+        _step(cache, "adopt", train_key, timings, say, lambda: _adopt(recipe, run_dir, say), [str(run_dir / MANIFEST)])
+    else:
+        train_key = step_key("train", recipe.architecture, recipe.data, recipe.seed, recipe.train, options.epochs,
+                             recipe.calibration_samples, recipe.task, versions, _arch_source(recipe.architecture),
+                             options.backend, __version__)
+        _step(cache, "train", train_key, timings, say, lambda: _train(recipe, options, run_dir, say),
+              [str(run_dir / MANIFEST)])
     run = read_json(run_dir / MANIFEST, "training manifest")
 
     expected = _expected_artifacts(recipe)
-    export_key = step_key("export", run["model"]["sha256"], recipe.targets, run["calibration"]["sha256"], versions)
+    export_key = step_key("export", run["model"]["sha256"], recipe.targets, (run.get("calibration") or {}).get("sha256"),
+                          versions)
     _step(cache, "export", export_key, timings, say, lambda: _export(recipe, run_dir, export_dir, say),
           [str(export_dir / INDEX)] + [str(export_dir / f) for name in expected for f in (name, name + ".json")])
     _forget_unrequested(export_dir, expected, say)
@@ -111,40 +130,95 @@ def _run_recipe(recipe: Recipe, options: PipelineOptions, say) -> dict:
     artifact_hashes = {p.name: sha256_file(p) for p in artifacts}
 
     validate_key = step_key("validate", artifact_hashes, run["heldout"]["sha256"], options.samples, options.layers,
-                         versions)
-    _step(cache, "validate", validate_key, timings, say, lambda: _validate(run_dir, artifacts, options, say),
-          [str(export_dir / VALIDATION_REPORT)])
+                            recipe.tolerances, versions)
+    _step(cache, "validate", validate_key, timings, say,
+          lambda: _validate(run_dir, artifacts, options, recipe.tolerances, say), [str(export_dir / VALIDATION_REPORT)])
     validation = read_json(export_dir / VALIDATION_REPORT, "validation report")
+    rescue = _rescue_step(recipe, options, cache, timings, folder, run_dir, validation, artifact_hashes,
+                          validate_key, say)
+    if rescue:  # rescued artifacts join the tables, the benchmark, the gates and the choice of what to ship
+        validation = {**validation, "matrix": validation["matrix"] + rescue_rows(rescue)}
+        artifacts = artifacts + [p for p in rescue_artifacts(rescue) if p.is_file()]
+        artifact_hashes = {p.name: sha256_file(p) for p in artifacts}
     bench_key = step_key("bench", artifact_hashes, options.bench_min_time, _machine_key(), versions)
     _step(cache, "bench", bench_key, timings, say, lambda: _bench(artifacts, folder / "bench.json", options, say),
           [str(folder / "bench.json")])
     bench = read_json(folder / "bench.json", "benchmark results")
 
-    ship = recommend(validation, bench)
+    mcu = None
+    if options.target:
+        int8 = [p for p in artifacts if _is_int8_tflite(p)]
+        mcu_key = step_key("mcu", {p.name: artifact_hashes[p.name] for p in int8}, options.target,
+                           run["heldout"]["sha256"], versions, __version__)
+        _step(cache, "mcu", mcu_key, timings, say, lambda: _mcu(int8, options.target, folder / "mcu.json", say),
+              [str(folder / "mcu.json")])
+        mcu = read_json(folder / "mcu.json", "microcontroller checks")
+        if not int8:
+            errors.append(f"mcu: the recipe exports no full-int8 TFLite model for {options.target}; add "
+                          "\"tflite:int8\" to its [export] targets")
+
+    ship = recommend(validation, bench, mcu)
+    if options.target and ship is None and mcu:
+        why = "; ".join(f"{name}: {entry.get('why', 'not faithful')}" for name, entry in mcu.items())
+        errors.append(f"mcu: no full-int8 TFLite artifact passes TFLite Micro and fits {options.target} ({why})")
     bundle_dir = folder / "bundle"
     if ship:
-        bundle_key = step_key("bundle", artifact_hashes.get(ship), validate_key, versions)
+        bundle_key = step_key("bundle", artifact_hashes.get(ship), validate_key, options.target, versions)
         try:
-            _step(cache, "bundle", bundle_key, timings, say, lambda: _bundle(export_dir / ship, bundle_dir, say),
+            limits = {**recipe.tolerances, **options.tolerances}
+            _step(cache, "bundle", bundle_key, timings, say,
+                  lambda: _bundle(export_dir / ship, bundle_dir, limits, options.target, say),
                   [str(bundle_dir / MANIFEST), str(bundle_dir / ship)])
         except EdgedlError as exc:
             errors.append(f"bundle: {exc.one_line()}")
     gates = {**recipe.gates, **{k: v for k, v in options.gates.items() if v is not None}}
-    gate_results = check_gates(gates, validation, bench)
+    gate_results = check_gates(gates, validation, bench, rescued(rescue or {}))
     failed_gates = [g for g in gate_results if not g["passed"]]
     for gate in failed_gates:
         say(f"✗ gate {gate['gate']}: {gate['detail']}")
     return {
-        "name": recipe.name, "architecture": recipe.architecture, "data": recipe.data,
+        "name": recipe.name, "architecture": recipe.architecture or f"{recipe.keras.name} (adopted)",
+        "data": recipe.data,
         "recipe": str(recipe.path), "run_dir": str(run_dir), "training": run["training"], "metrics": run["metrics"],
-        "dataset": run["dataset"], "validation": validation, "bench": bench, "gates": gate_results,
+        "dataset": run["dataset"], "validation": validation, "bench": bench, "gates": gate_results, "mcu": mcu,
         "ship": ship, "bundle": str(bundle_dir) if ship else None, "timings": timings, "errors": errors,
-        "passed": bool(validation and validation.get("passed")) and not failed_gates and not errors,
+        "rescue": rescue,
+        "passed": bool(validation and (validation.get("passed") or _all_rescued(validation, rescue)))
+        and not failed_gates and not errors,
         "history": read_json(run_dir / HISTORY_FILE, "training history"),
     }
 
 
-def _step(cache: StepCache, name: str, key: str, timings: dict, say, action, outputs: list[str]):
+def _rescue_step(recipe, options, cache, timings, folder, run_dir, validation, hashes, validate_key, say):
+    """The rescue ladder for int8 artifacts that failed (pipeline/rescue.py); None when none failed."""
+    failing = failing_int8(validation) if options.rescue and recipe.rescue else []
+    if not failing:
+        return None
+    tolerances = {**recipe.tolerances, **options.tolerances}
+    key = step_key("rescue", {r["artifact"]: hashes[r["artifact"]] for r in failing}, recipe.rescue,
+                   recipe.qat_epochs, tolerances, validate_key, library_versions(), __version__)
+    out = folder / "rescue.json"
+
+    def run():
+        write_json(out, ladder(recipe, run_dir, folder, failing, tolerances, say))
+
+    def made():  # rescue.json and every artifact it names: a deleted one makes the ladder run again
+        return [str(out)] + [str(p) for p in rescue_artifacts(read_json(out, "rescue ladder"))]
+
+    _step(cache, "rescue", key, timings, say, run, made)
+    return read_json(out, "rescue ladder")
+
+
+def _all_rescued(validation: dict, rescue: dict | None) -> bool:
+    """Every artifact of the recipe passed, or failed as int8 and was rescued by a rung that passed."""
+    saved = rescued(rescue or {})
+    return all(row["verdict"] == "pass" or row["artifact"] in saved
+               for row in validation.get("matrix", []) if not row.get("rescue"))
+
+
+def _step(cache: StepCache, name: str, key: str, timings: dict, say, action, outputs):
+    """Run ``action`` unless its inputs (``key``) and its ``outputs`` (files, or a function naming them once
+    the action has made them) are unchanged since last time."""
     cached = cache.fresh(name, key)
     if cached:
         say(f"  {name:<9} unchanged, skipped ({cached['seconds']:.1f} s last time)")
@@ -154,7 +228,7 @@ def _step(cache: StepCache, name: str, key: str, timings: dict, say, action, out
     started = time.perf_counter()
     result = action()
     seconds = time.perf_counter() - started
-    cache.record(name, key, outputs, seconds, result)
+    cache.record(name, key, outputs() if callable(outputs) else outputs, seconds, result)
     timings[name] = {"seconds": round(seconds, 2), "skipped": False}
     say(f"  {name:<9} done in {seconds:.1f} s")
     return result
@@ -179,12 +253,24 @@ def _machine_key() -> str:
     return step_key(machine_fingerprint())
 
 
-def _train(recipe: Recipe, options: PipelineOptions, run_dir: Path) -> dict:
+def _train(recipe: Recipe, options: PipelineOptions, run_dir: Path, say) -> dict:
     from ..train.fit import train
 
-    config = train_config(recipe=str(recipe.path), out=run_dir, epochs=options.epochs)
-    manifest = train(config)
-    return {"test_accuracy": manifest["metrics"]["test_accuracy"]}
+    config = train_config(recipe=str(recipe.path), out=run_dir, epochs=options.epochs, backend=options.backend)
+    return train(config, say=lambda m: say("    " + m))["metrics"]
+
+
+def _adopt(recipe: Recipe, run_dir: Path, say) -> dict:
+    from ..train.adopt import adopt
+
+    if recipe.card is None:
+        raise UsageError(f"recipe {recipe.path}: [model] keras needs a card = \"model.card.toml\" naming its held-out "
+                         "data (README: Your own model)")
+    return adopt(recipe.keras, recipe.card, run_dir, name=recipe.name, say=lambda m: say("    " + m))["metrics"]
+
+
+def _file_hash(path: Path | None) -> str | None:
+    return sha256_file(path) if path is not None and Path(path).is_file() else None
 
 
 def _expected_artifacts(recipe: Recipe) -> list[str]:
@@ -222,10 +308,10 @@ def _forget_unrequested(export_dir: Path, expected: list[str], say) -> None:
     write_json(index_path, {**index, "artifacts": [a for a in entries if a.get("file") in expected]})
 
 
-def _validate(run_dir: Path, artifacts: list[Path], options: PipelineOptions, say) -> dict:
+def _validate(run_dir: Path, artifacts: list[Path], options: PipelineOptions, tolerances: dict, say) -> dict:
     from ..validate.run import ValidateOptions, failure_message, validate
 
-    opts = ValidateOptions(layers=options.layers)
+    opts = ValidateOptions(layers=options.layers, overrides={**tolerances, **options.tolerances})
     if options.samples:
         opts.samples = options.samples
     summary = validate(run_dir, artifacts, opts, say=lambda m: say("    " + m))
@@ -243,10 +329,43 @@ def _bench(artifacts: list[Path], out: Path, options: PipelineOptions, say) -> d
     return {"measurements": len(result["results"])}
 
 
-def _bundle(artifact: Path, out: Path, say) -> dict:
-    from ..deploy.bundle import bundle
+def _is_int8_tflite(artifact: Path) -> bool:
+    from ..core.layout import read_sidecar
 
-    manifest = bundle(artifact, out, say=lambda m: say("    " + m))
+    return artifact.suffix == ".tflite" and read_sidecar(artifact).get("precision") == "int8"
+
+
+def _mcu(artifacts: list[Path], target: str, out: Path, say) -> dict:
+    """Each int8 TFLite artifact under TFLite Micro, fitted to ``target``: a compact verdict per artifact."""
+    from ..deploy.mcu import failure, mcu_check, render
+
+    verdicts = {}
+    for artifact in artifacts:
+        try:
+            report = mcu_check(artifact, target=target, say=lambda m: say("    " + m))
+        except EdgedlError as exc:  # one artifact TFLM cannot load is a verdict, not the end of the run
+            verdicts[artifact.name] = {"passed": False, "why": exc.one_line()}
+            say(f"    ✗ {artifact.name}: {exc.one_line()}")
+            continue
+        for line in render(report)[:4]:
+            say("    " + line)
+        verdict = {"passed": report["passed"], "why": None if report["passed"] else failure(report)}
+        if "target" in report:
+            verdict |= {"fit": report["target"], "ram": report["ram"]["total"], "flash": report["flash"]["total"],
+                        "arena": report["arena"]["with_margin"], "max_steps": report["parity"]["max_steps"],
+                        "seconds_per_inference": report["seconds_per_inference"]}
+        say(f"    {'✓' if verdict['passed'] else '✗'} {artifact.name} on {target}: "
+            + ("fits" if verdict["passed"] else verdict["why"]))
+        verdicts[artifact.name] = verdict
+    write_json(out, verdicts)
+    return {"checked": len(verdicts)}
+
+
+def _bundle(artifact: Path, out: Path, tolerances: dict, target: str | None, say) -> dict:
+    from ..deploy.bundle import TARGETS, bundle
+
+    targets = [*TARGETS, target] if target else None
+    manifest = bundle(artifact, out, say=lambda m: say("    " + m), tolerances=tolerances, targets=targets)
     return {"artifact": artifact.name, "sha256": manifest["model"]["sha256"]}
 
 

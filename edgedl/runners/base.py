@@ -20,14 +20,17 @@ import numpy as np
 
 from ..core.errors import DataError, EdgedlError
 
+Feed = list[np.ndarray] | np.ndarray | dict[str, np.ndarray]
+
 
 @dataclass(frozen=True)
 class TensorInfo:
-    name: str
+    name: str  # the model's own name for it (the Keras name, for edgedl's exports)
     shape: tuple  # batch axis first; None where the model leaves a size open
     dtype: str
     scale: float = 0.0
     zero_point: int = 0
+    tensor: str | None = None  # the runtime's tensor name, where it differs (TFLite: serving_default_x:0)
 
     @property
     def quantized(self) -> bool:
@@ -35,7 +38,8 @@ class TensorInfo:
 
     def as_dict(self) -> dict:
         quant = {"scale": self.scale, "zero_point": self.zero_point} if self.quantized else None
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "quantization": quant}
+        facts = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "quantization": quant}
+        return facts | ({"tensor": self.tensor} if self.tensor and self.tensor != self.name else {})
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: str) -> np.ndarray:
@@ -66,13 +70,14 @@ class Runner:
 
     # ------------------------------------------------------------ the public face
 
-    def infer(self, inputs: list[np.ndarray] | np.ndarray) -> list[np.ndarray]:
-        """Run a batch. ``inputs`` holds one float array per model input, batch axis first."""
+    def infer(self, inputs: Feed) -> list[np.ndarray]:
+        """Run a batch: one float array per model input (a list in ``inputs`` order, or a dict by
+        name), batch axis first. Outputs come in ``outputs`` order."""
         return self.dequantize(self.run(self.prepare(inputs)))
 
-    def prepare(self, inputs: list[np.ndarray] | np.ndarray) -> list[np.ndarray]:
+    def prepare(self, inputs: Feed) -> list[np.ndarray]:
         """Check float inputs against the model's declared I/O and convert them to its dtypes."""
-        arrays = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
+        arrays = self._ordered(inputs)
         self._check(arrays)
         return [self.to_model(x, spec) for x, spec in zip(arrays, self.inputs, strict=True)]
 
@@ -137,6 +142,18 @@ class Runner:
         if not self._open:
             raise EdgedlError(f"{self.backend} runner was closed; open a new one")
 
+    def _ordered(self, inputs: Feed) -> list[np.ndarray]:
+        if isinstance(inputs, np.ndarray):
+            return [inputs]
+        if not isinstance(inputs, dict):
+            return list(inputs)
+        names = [t.name for t in self.inputs]
+        missing = [n for n in names if n not in inputs]
+        if missing:
+            raise DataError(f"{self.backend}: model takes inputs {', '.join(names)}; got {', '.join(inputs) or 'none'}",
+                            hint="name one array per model input")
+        return [inputs[n] for n in names]
+
     def _check(self, arrays: list[np.ndarray]) -> None:
         if len(arrays) != len(self.inputs):
             raise DataError(f"{self.backend}: model takes {len(self.inputs)} inputs, got {len(arrays)}")
@@ -149,3 +166,10 @@ class Runner:
                     f"{self.backend}: input {spec.name!r} expects samples of shape "
                     f"{tuple('?' if e is None else e for e in expected)}, got {tuple(x.shape[1:])}"
                 )
+
+
+def join_batches(parts: list[np.ndarray]) -> np.ndarray:
+    """Outputs of consecutive batches, joined on the batch axis; a scalar (a shape or a constant, which
+    a graph with every tensor exposed also returns) is the same for every batch: the first is kept."""
+    arrays = [np.asarray(p) for p in parts]
+    return arrays[0] if arrays[0].ndim == 0 else np.concatenate(arrays)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..core.env import memory_limit_mb, time_limit_s
 from ..core.errors import ArtifactError
-from .base import Runner, TensorInfo
+from .base import Runner, TensorInfo, join_batches
 
 # A probe feeds one sample of the declared input shapes; beyond this many values the file is refused
 # before anything is allocated (2^26 float32 values = 256 MB).
@@ -105,7 +105,7 @@ class IsolatedRunner(Runner):
         count = len(feeds[0])
         if self._per_sample_s is None and count > 1:  # time one sample first: a hang shows in seconds
             first = self._run([x[:1] for x in feeds])
-            return [np.concatenate([a, b]) for a, b in zip(first, self._run([x[1:] for x in feeds]), strict=True)]
+            return [join_batches([a, b]) for a, b in zip(first, self._run([x[1:] for x in feeds]), strict=True)]
         budget = time_limit_s() if self._per_sample_s is None else time_limit_s() + SLACK * self._per_sample_s * count
         started = time.perf_counter()
         result = self._call(("run", feeds), budget, f"running {count} sample(s)")

@@ -60,17 +60,40 @@ def open_interpreter(path: str | Path, threads: int | None = 1, xnnpack: bool = 
     return interpreter
 
 
-def tensor_info(detail: dict) -> TensorInfo:
+def tensor_info(detail: dict, name: str | None = None) -> TensorInfo:
     """The one parser of LiteRT's tensor details (shape signature, dtype, scale, zero point)."""
     scale, zero_point = detail.get("quantization", (0.0, 0))
     signature = detail.get("shape_signature", detail["shape"])
     return TensorInfo(
-        name=detail["name"],
+        name=name or detail["name"],
         shape=tuple(None if int(d) < 0 else int(d) for d in signature),
         dtype=np.dtype(detail["dtype"]).name,
         scale=float(scale),
         zero_point=int(zero_point),
+        tensor=detail["name"],
     )
+
+
+def signature_names(interpreter) -> tuple[dict[int, str], dict[int, str]]:
+    """Tensor index → signature name, for inputs and outputs, when the model has one signature.
+
+    Signature names are what the exporter named the tensors: Keras input names, and Keras output
+    names or ``output_0``, ``output_1``… in Keras order. The interpreter's own tensor names
+    (``StatefulPartitionedCall_1:0``) and the order of ``get_output_details()`` are not reliable.
+    """
+    signatures = interpreter.get_signature_list()
+    if len(signatures) != 1:
+        return {}, {}
+    runner = interpreter.get_signature_runner(next(iter(signatures)))
+    inputs = {d["index"]: name for name, d in runner.get_input_details().items()}
+    outputs = {d["index"]: name for name, d in runner.get_output_details().items()}
+    return inputs, outputs
+
+
+def _signature_order(name: str) -> tuple:
+    """output_10 after output_9; other names alphabetically."""
+    head, _, number = name.rpartition("_")
+    return (head, int(number), "") if head == "output" and number.isdigit() else (name, -1, name)
 
 
 def op_names(interpreter) -> list[str]:
@@ -86,10 +109,12 @@ class LiteRTRunner(Runner):
         self.path = Path(path)
         self.interpreter = open_interpreter(path, threads, xnnpack)
         self._library = interpreter_module()[1]
+        in_names, out_names = signature_names(self.interpreter)
         self._in = self.interpreter.get_input_details()
-        self._out = self.interpreter.get_output_details()
-        self.inputs = [tensor_info(d) for d in self._in]
-        self.outputs = [tensor_info(d) for d in self._out]
+        self._out = sorted(self.interpreter.get_output_details(),
+                           key=lambda d: _signature_order(out_names.get(d["index"], d["name"])))
+        self.inputs = [tensor_info(d, in_names.get(d["index"])) for d in self._in]
+        self.outputs = [tensor_info(d, out_names.get(d["index"])) for d in self._out]
         self.stateful = bool(set(op_names(self.interpreter)) & STATEFUL_OPS)
         self._fed = None
         self.set_batch(1)  # samples go through one by one, as on a device
@@ -109,8 +134,10 @@ class LiteRTRunner(Runner):
             raise ArtifactError(f"{self.path.name} has a fixed batch of {self._in[0]['shape'][0]} and cannot run "
                                 f"batch {batch} (edgedl's TFLite exports are batch 1, as devices run them; ONNX "
                                 "exports take any batch)") from exc
-        self._in = self.interpreter.get_input_details()
-        self._out = self.interpreter.get_output_details()
+        by_index = {d["index"]: d for d in self.interpreter.get_input_details()}
+        self._in = [by_index[d["index"]] for d in self._in]  # same order, fresh shapes
+        by_index = {d["index"]: d for d in self.interpreter.get_output_details()}
+        self._out = [by_index[d["index"]] for d in self._out]
         self._fed = None
 
     def _run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:

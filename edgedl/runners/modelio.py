@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -85,3 +86,81 @@ def output_names(model) -> list[str]:
         history = getattr(tensor, "_keras_history", None)
         names.append(history.operation.name if history else tensor.name.split(":")[0])
     return names
+
+
+# Layers that scale the raw input inside the model: data fed to such a model must not be scaled outside.
+RESCALING = {"Rescaling", "Normalization"}
+# Layers that compute: a Rescaling after one of these is not the input's scaling.
+_COMPUTE = {"Dense", "EinsumDense", "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D", "LSTM",
+            "GRU", "SimpleRNN", "Bidirectional", "Embedding", "MultiHeadAttention"}
+
+
+def model_facts(model) -> dict:
+    """What a data pipeline must know about a model: does it scale its own input, does it take token ids,
+    and what does each output's last layer do (softmax/sigmoid = classification-like)."""
+    rescaling = None
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        kind = layer.__class__.__name__
+        if kind in RESCALING:
+            rescaling = layer.name
+            break
+        if kind in _COMPUTE:
+            break
+    return {
+        "rescaling": rescaling,
+        "integer_input": any(str(t.dtype).startswith(("int", "uint")) for t in model.inputs),
+        "integer_inputs": [str(t.dtype).startswith(("int", "uint")) for t in model.inputs],
+        "output_activations": [_activation_of(t) for t in model.outputs],
+    }
+
+
+def _activation_of(tensor) -> str | None:
+    history = getattr(tensor, "_keras_history", None)
+    layer = history.operation if history else None
+    activation = getattr(layer, "activation", None)
+    name = getattr(activation, "__name__", None)
+    if layer is not None and layer.__class__.__name__ in ("Softmax", "Activation"):
+        name = "softmax" if layer.__class__.__name__ == "Softmax" else getattr(layer.activation, "__name__", None)
+    return name
+
+
+# ---------------------------------------------------------------- tensors back to layers
+
+def layer_classes(model) -> dict[str, str]:
+    """Keras layer name → layer class name."""
+    if model is None:
+        return {}
+    return {layer.name: layer.__class__.__name__
+            for layer in model._flatten_layers(include_self=False, recursive=True)}
+
+
+# Fused ops lose the Keras scope in their tensor names; their op type still says which layer kind.
+FUSED_OP_HINTS = {"unidirectional_sequence_lstm": "LSTM", "lstm__": "LSTM", "gru__": "GRU"}
+
+
+def layers_in(name: str, layers: dict[str, str]) -> set[str]:
+    """Every Keras layer a converted op's name mentions (a fused op can span two); the fused LSTM,
+    whose ops lose the scope, by its kind."""
+    parts = {re.sub(r"_\d+$", "", part) for part in re.split(r"[/;:]", name)}
+    owners = {layer for layer in layers if layer in parts}
+    if not owners:
+        single = layer_for(name, layers)
+        owners = {single} if single else set()
+    return owners
+
+
+def layer_for(tensor: str, layers: dict[str, str]) -> str | None:
+    """The Keras layer a converted tensor came from, read from its name.
+
+    TF scopes repeat a layer's name with a call-count suffix: "cnn_1/hidden_1/MatMul" → hidden."""
+    # TF scopes repeat a layer's name with a call-count suffix: "cnn_1/hidden_1/MatMul" → hidden
+    parts = {re.sub(r"_\d+$", "", part) for part in re.split(r"[/;:]", tensor)}
+    for name in sorted(layers, key=len, reverse=True):
+        if name in parts:
+            return name
+    lowered = tensor.lower()
+    for hint, kind in FUSED_OP_HINTS.items():
+        candidates = [name for name, cls in layers.items() if cls == kind]
+        if hint in lowered and len(candidates) == 1:
+            return candidates[0]
+    return None

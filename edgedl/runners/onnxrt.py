@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import ArtifactError, RuntimeMissing
-from .base import Runner, TensorInfo
+from .base import Runner, TensorInfo, join_batches
 
 CHUNK = 256
 
@@ -74,7 +74,7 @@ class OnnxRuntimeRunner(Runner):
                  for i in range(0, count, self._chunk)]
         if len(parts) == 1:  # also keeps outputs without a batch axis (shapes, scalars) as they are
             return [np.asarray(value) for value in parts[0]]
-        return [np.concatenate([np.asarray(p[k]) for p in parts]) for k in range(len(self.outputs))]
+        return [join_batches([p[k] for p in parts]) for k in range(len(self.outputs))]
 
     def _step(self, feeds: list[np.ndarray]) -> None:
         self.session.run(None, dict(zip(self._names, feeds, strict=True)))

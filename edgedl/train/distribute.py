@@ -30,6 +30,40 @@ class TrainingSetup:
     worker_index: int = 0
 
 
+class _OneDevice:
+    """The strategy of a JAX or PyTorch run: one process, one device, no tf.distribute."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def configure_backend(backend: str, device: str = "auto", mixed_precision: bool = False) -> TrainingSetup:
+    """Devices and precision for training on JAX or PyTorch (asked of that backend, not TensorFlow)."""
+    if device not in DEVICES:
+        raise UsageError(f"unknown --device {device!r}; choose one of {', '.join(DEVICES)}")
+    gpus = _backend_gpus(backend)
+    if device == "gpu" and not gpus:
+        raise UsageError(f"--device gpu was asked for but {backend} sees no GPU",
+                         hint="install the backend's CUDA build (docs/TRAINING.md), or use --device auto")
+    mixed = _mixed_precision(mixed_precision, gpus)
+    return TrainingSetup(strategy=_OneDevice(), name="none", replicas=1, devices=gpus or ["cpu"], is_chief=True,
+                         mixed_precision=mixed)
+
+
+def _backend_gpus(backend: str) -> list[str]:
+    if backend == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices() if d.platform == "gpu"]
+    import torch
+
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+
 def configure(device: str = "auto", strategy: str = "auto", mixed_precision: bool = False) -> TrainingSetup:
     if device not in DEVICES:
         raise UsageError(f"unknown --device {device!r}; choose one of {', '.join(DEVICES)}")

@@ -6,6 +6,7 @@ an interrupted run leaves the previous manifest and model untouched.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from datetime import UTC, datetime
@@ -14,23 +15,41 @@ from pathlib import Path
 import numpy as np
 
 from .. import data as data_lib
-from ..core.env import import_keras, library_versions
-from ..core.errors import DataError, EdgedlError, TrainingError
+from ..core.env import import_keras, keras_backend, library_versions
+from ..core.errors import DataError, EdgedlError, TrainingError, UsageError
 from ..core.files import sha256_file, staging_dir, sweep_leftovers, write_json, write_npz
 from ..core.layout import CALIBRATION_FILE, HELDOUT_FILE, HISTORY_FILE, MANIFEST, MODEL_FILE
 from ..core.metrics import accuracy
 from ..core.outputs import claim, name_from_reference
 from ..recipe import TRAIN_SETTINGS, TrainConfig, check_settings
+from ..runners.modelio import model_facts
 from .architectures import registry as architectures
 
 
-def train(config: TrainConfig) -> dict:
-    """Train, evaluate on the held-out split, write the run folder; return the manifest."""
+def train(config: TrainConfig, say=print) -> dict:
+    """Train, evaluate on the held-out split, write the run folder; return the manifest.
+
+    On JAX or PyTorch the training happens in a child process with Keras on that backend
+    (train/backends.py); this process, and export after it, stay on TensorFlow."""
+    from . import backends
+
     arch, settings = _resolve(config)  # a bad name or bad data fails before anything is created
-    dataset = data_lib.load_dataset(config.data, seed=config.seed)
+    backend = backends.choose(config.backend, say) if config.backend != keras_backend() else config.backend
+    backends.check_combination(backend, config.strategy, config.qat_epochs)
+    if backend != keras_backend():
+        return backends.train_in_child(dataclasses.replace(config, backend=backend), backend)
+    dataset = data_lib.load_dataset(config.data, seed=config.seed, task=config.task)
+    if arch is not None and dataset.task == "regression" and arch.name in architectures.names():
+        raise UsageError(f"the seed architecture {arch.name!r} is a classifier (softmax output); {dataset.name} "
+                         "has real-valued targets", hint="train your own architecture with a linear output: "
+                         f"--model my_arch.py:build, where build is {ARCHITECTURE_SIGNATURE}")
     from . import distribute
 
-    setup = distribute.configure(config.device, config.strategy, config.mixed_precision)
+    if config.qat_epochs and config.mixed_precision:
+        raise UsageError("--qat and --mixed-precision do not go together: fake quantization needs float32",
+                         hint="drop --mixed-precision")
+    setup = distribute.configure(config.device, config.strategy, config.mixed_precision) \
+        if backend == "tensorflow" else distribute.configure_backend(backend, config.device, config.mixed_precision)
     out = claim(config.out, "run") if setup.is_chief else None  # only the chief writes
     if out is not None:
         sweep_leftovers(out)
@@ -40,25 +59,65 @@ def train(config: TrainConfig) -> dict:
         model = _build_model(config, arch, dataset, keras)
         if setup.mixed_precision:
             model = _float32_output(model, keras)
-        _compile(model, settings, keras, steps_per_epoch=_steps(dataset, settings, setup), replicas=setup.replicas)
-    x_train = data_lib.fit_to_input(dataset.x_train, model.input_shape[1:], "training")
-    x_val = data_lib.fit_to_input(dataset.x_val, model.input_shape[1:], "validation")
-    x_test = data_lib.fit_to_input(dataset.x_test, model.input_shape[1:], "test")
+        _compile(model, settings, keras, dataset.task, steps_per_epoch=_steps(dataset, settings, setup),
+                 replicas=setup.replicas)
+    facts = model_facts(model)
+    preprocessing = data_lib.decide_preprocessing(dataset.x_train.dtype, dataset.natural_scale, facts)
+    say(f"input preprocessing: {preprocessing['reason']}")
+    x_train, x_val, x_test = (_model_inputs(x, preprocessing, facts, model, what) for x, what in
+                              ((dataset.x_train, "training"), (dataset.x_val, "validation"), (dataset.x_test, "test")))
+    preprocessing["input_range"] = data_lib.value_range(x_train)  # later data is checked against it
     sequence = _is_sequence_output(model)
     started = time.perf_counter()
+    if config.qat_epochs:
+        from .qat import refuse_unsupported
+
+        refuse_unsupported(model)  # before the float training, not after it
     history = _fit(model, x_train, dataset.y_train, x_val, dataset.y_val, settings, config, sequence, setup)
+    if config.qat_epochs:
+        model, history["qat"] = _qat(model, (x_train, dataset.y_train, x_val, dataset.y_val), dataset.task,
+                                     settings, config, say)
+        settings["qat"] = {k: v for k, v in history["qat"].items() if k != "history"}
     elapsed = time.perf_counter() - started
     predictions = _predict(model, x_test, setup)
     _refuse_diverged(model, history, predictions, settings)
-    test_accuracy = accuracy(predictions, dataset.y_test)
-    metrics = {
-        "test_accuracy": test_accuracy,
-        "val_accuracy": float(max(history.get("val_accuracy", [0.0]))),
-        "epochs_run": len(history.get("loss", [])),
-    }
+    metrics = _metrics(predictions, dataset, history)
     if not setup.is_chief:
         return {"metrics": metrics, "chief": False}
-    return _write_run(out, model, dataset, arch, settings, config, setup, history, metrics, elapsed)
+    return _write_run(out, model, dataset, arch, settings, config, setup, history, metrics, elapsed,
+                      (x_train, x_test), preprocessing)
+
+
+def _qat(model, arrays, task: str, settings: dict, config, say) -> tuple[object, dict]:
+    """Quantization-aware fine-tuning after float training, at a tenth of the peak learning rate."""
+    from .qat import finetune
+
+    x_train, y_train, x_val, y_val = arrays
+    rate = settings["learning_rate"] * QAT_RATE
+    say(f"quantization-aware fine-tuning: {config.qat_epochs} epoch(s) at learning rate {rate:g} "
+        f"({QAT_RATE:g} × the peak)")
+    return finetune(model, x_train, y_train, x_val, y_val, task, config.qat_epochs, rate, settings["batch_size"],
+                    config.seed, say)
+
+
+QAT_RATE = 0.1  # fine-tuning starts from a trained model: a tenth of the peak rate (1e-4 for the seeds)
+
+
+def _model_inputs(x, preprocessing: dict, facts: dict, model, what: str) -> np.ndarray:
+    scaled = data_lib.apply_preprocessing(x, preprocessing, facts["integer_input"])
+    return data_lib.fit_to_input(scaled, model.input_shape[1:], what, dtype=str(model.inputs[0].dtype))
+
+
+def _metrics(predictions: np.ndarray, dataset, history: dict) -> dict:
+    restored = history.get("restored_epoch")
+    common = {"epochs_run": len(history.get("loss", [])), "restored_epoch": restored}
+    if dataset.task == "regression":
+        error = np.asarray(predictions, np.float64).reshape(len(predictions), -1) - dataset.y_test
+        return {"test_mae": float(np.mean(np.abs(error))), "test_rmse": float(np.sqrt(np.mean(error**2))),
+                "val_loss": history["val_loss"][restored - 1] if restored else None, **common}
+    val = history.get("val_accuracy") or [0.0]
+    return {"test_accuracy": accuracy(predictions, dataset.y_test),
+            "val_accuracy": float(val[restored - 1] if restored else max(val)), **common}
 
 
 def _resolve(config: TrainConfig):
@@ -79,7 +138,7 @@ def _resolve(config: TrainConfig):
 
 def _build_model(config, arch, dataset, keras):
     if arch is not None:
-        return _call_builder(arch, dataset.sample_shape, dataset.num_classes, keras)
+        return _call_builder(arch, dataset.sample_shape, dataset.outputs, keras)
     from ..runners.modelio import load_keras_model
 
     model = load_keras_model(config.model, safe_mode=not config.extra.get("unsafe", False))
@@ -91,6 +150,7 @@ def _build_model(config, arch, dataset, keras):
     return model
 
 
+# num_classes is the number of classes, or of regression targets; input_shape excludes the batch.
 ARCHITECTURE_SIGNATURE = "build(input_shape: tuple, num_classes: int) -> keras.Model"
 
 
@@ -123,7 +183,7 @@ def _float32_output(model, keras):
     return rebuilt
 
 
-def _compile(model, settings, keras, steps_per_epoch, replicas=1):
+def _compile(model, settings, keras, task, steps_per_epoch, replicas=1):
     # Linear scaling rule: N replicas take one step per N per-replica batches, so the peak learning
     # rate grows N-fold to keep the same progress per sample (2 workers: 94.3 % vs 94.6 % for one
     # process, instead of 93.5 % without scaling; docs/BENCHMARKS.md).
@@ -132,7 +192,10 @@ def _compile(model, settings, keras, steps_per_epoch, replicas=1):
         settings["effective_learning_rate"], decay_steps=max(1, settings["epochs"] * steps_per_epoch), alpha=0.05
     )
     optimizer = keras.optimizers.Adam(schedule, clipnorm=settings.get("clipnorm"))
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    if task == "regression":
+        model.compile(optimizer=optimizer, loss="mse", metrics=["mae"])
+    else:
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
 def _steps(dataset, settings, setup) -> int:
@@ -164,15 +227,17 @@ def _fit(model, x_train, y_train, x_val, y_val, settings, config, sequence, setu
         return worker_loop.fit(model, batches, x_val, y_val_fit, settings, setup.strategy, steps_per_epoch)
     else:
         batches = ShiftedBatches(x_train, y_fit, batch_size=global_batch, seed=config.seed, augment=augment)
-    callbacks = [keras.callbacks.TerminateOnNaN(), keras.callbacks.EarlyStopping(
-        monitor="val_accuracy", patience=settings.get("patience", 5), restore_best_weights=True,
-        start_from_epoch=min(3, settings["epochs"] - 1),
-    )]
+    from .best import BestEpoch
+
+    best = BestEpoch(patience=settings.get("patience", 5), start_from_epoch=min(3, settings["epochs"] - 1))
     history = model.fit(
         batches, validation_data=(x_val, y_val_fit), epochs=settings["epochs"],
-        callbacks=callbacks, verbose=_verbosity(config.verbose),
+        callbacks=[keras.callbacks.TerminateOnNaN(), best], verbose=_verbosity(config.verbose),
     )
-    return {key: [float(v) for v in values] for key, values in history.history.items()}
+    recorded = {key: [float(v) for v in values] for key, values in history.history.items()}
+    if best.best_epoch is not None:
+        print(best.summary(), flush=True)
+    return recorded | {"restored_epoch": best.best_epoch, "stopped_early": best.stopped}
 
 
 def _predict(model, x: np.ndarray, setup) -> np.ndarray:
@@ -210,38 +275,40 @@ def _refuse_diverged(model, history: dict, predictions: np.ndarray, settings: di
                              "the data to a small range")
 
 
-def _write_run(out, model, dataset, arch, settings, config, setup, history, metrics, elapsed) -> dict:
+def _write_run(out, model, dataset, arch, settings, config, setup, history, metrics, elapsed, inputs,
+               preprocessing) -> dict:
+    x_train, x_test = inputs  # model-ready: calibration and held-out files are in the model's input space
     with staging_dir(out, "run") as staging:
         model_path = staging / MODEL_FILE
         try:
-            model.save(model_path)
+            portable(model, setup.mixed_precision).save(model_path)
         except OSError as exc:  # full disk, file-size limit
             raise EdgedlError(f"cannot write {out / MODEL_FILE}: {exc.strerror or exc}") from exc
-        calib_x, calib_idx = data_lib.calibration_subset(dataset.x_train, config.calibration_samples, config.seed)
+        calib_x, calib_idx = data_lib.calibration_subset(x_train, config.calibration_samples, config.seed)
         write_npz(staging / CALIBRATION_FILE, x=calib_x, indices=calib_idx)
-        write_npz(staging / HELDOUT_FILE, x=dataset.x_test, y=dataset.y_test)
+        write_npz(staging / HELDOUT_FILE, x=x_test, y=dataset.y_test)
         write_json(staging / HISTORY_FILE, history)
-        manifest = _manifest(model, dataset, arch, settings, config, setup, metrics, elapsed, staging)
+        manifest = _manifest(model, dataset, arch, settings, config, setup, metrics, elapsed, staging, preprocessing)
         write_json(staging / MANIFEST, manifest)
         for name in (MODEL_FILE, CALIBRATION_FILE, HELDOUT_FILE, HISTORY_FILE, MANIFEST):
             os.replace(staging / name, out / name)  # manifest last: it only ever names complete files
     return manifest
 
 
-def _manifest(model, dataset, arch, settings, config, setup, metrics, elapsed, staging) -> dict:
+def _manifest(model, dataset, arch, settings, config, setup, metrics, elapsed, staging, preprocessing) -> dict:
     return {
         "edgedl": "training-run/1",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "name": name_from_reference(arch.name if arch else str(config.model)),
+        "name": config.name or name_from_reference(arch.name if arch else str(config.model)),
         "architecture": arch.name if arch else None,
         "model_source": str(config.model),
-        "model": _file_entry(staging / MODEL_FILE),
+        "model": _file_entry(staging / MODEL_FILE) | {"weights_sha256": data_lib.array_sha256(*model.get_weights())},
         "inputs": [tensor_spec(t) for t in model.inputs],
         "outputs": [tensor_spec(t) for t in model.outputs],
-        "task": "classification",
+        "task": dataset.task,
         "sequence_output": _is_sequence_output(model),
         "class_names": dataset.class_names,
-        "dataset": dataset.describe(),
+        "dataset": dataset.describe() | {"preprocessing": preprocessing, "source": str(config.data)},
         "seed": config.seed,
         "training": {
             **settings,
@@ -250,6 +317,7 @@ def _manifest(model, dataset, arch, settings, config, setup, metrics, elapsed, s
             "strategy": setup.name,
             "replicas": setup.replicas,
             "mixed_precision": setup.mixed_precision,
+            "backend": _backend_facts(),
             "global_batch_size": settings["batch_size"] * setup.replicas,
         },
         "metrics": metrics,
@@ -259,6 +327,52 @@ def _manifest(model, dataset, arch, settings, config, setup, metrics, elapsed, s
         "history": HISTORY_FILE,
         "versions": library_versions(),
     }
+
+
+def _backend_facts() -> dict:
+    """The Keras backend that trained, and its version (the same seed gives the same weights only on
+    the same backend, version and core count)."""
+    from importlib import metadata
+
+    keras = import_keras()
+    name = keras.config.backend()
+    package = {"tensorflow": "tensorflow-cpu", "jax": "jax", "torch": "torch"}.get(name, name)
+    try:
+        version = metadata.version(package)
+    except metadata.PackageNotFoundError:
+        version = metadata.version("tensorflow") if name == "tensorflow" else None
+    return {"name": name, "version": version}
+
+
+def portable(model, mixed_precision: bool):
+    """What is saved: the same layers and weights, uncompiled, and float32 throughout.
+
+    Uncompiled, because a compiled model saves its optimizer as the training backend built it (PyTorch:
+    keras.src.backend.torch.optimizers.torch_adam, which a TensorFlow process loading with compile=True
+    then imports torch for; JAX: jit_compile=true): nothing backend-specific goes into model.keras.
+    float32, because a mixed-precision model saves per-layer mixed_float16 policies that TFLite and
+    ONNX conversion fail on ('tf.Conv2D' is neither a custom op nor a flex op); its variables are
+    float32 already, so nothing is lost."""
+    keras = import_keras()
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        def clone(layer):
+            config = layer.get_config()
+            if mixed_precision:
+                config["dtype"] = "float32"
+            return layer.__class__.from_config(config)
+
+        copy = keras.models.clone_model(model, clone_function=clone)
+    except (ValueError, TypeError):  # a subclassed model cannot be cloned: saved as it is
+        if mixed_precision:
+            raise
+        return model
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    copy.set_weights(model.get_weights())
+    copy.compiled = False  # clone_model compiles the copy like the original; saved, it would carry the optimizer
+    return copy
 
 
 def _file_entry(path: Path) -> dict:

@@ -8,13 +8,13 @@ Tensor names are mapped back to Keras layer names where a layer's name appears i
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
 from ..core.env import quiet_output
 from ..core.metrics import sqnr_db
+from ..runners.modelio import layer_classes, layer_for
 
 DEBUG_SAMPLES = 64
 
@@ -22,8 +22,8 @@ DEBUG_SAMPLES = 64
 def layer_drift(model_path, files, reference, reports, manifest, model_dir, options, say) -> dict:
     drift = {}
     model = _load(model_path)  # once, for layer names and the TFLite debugger's converter
-    layer_names = _layer_classes(model)
-    inputs = [a[:DEBUG_SAMPLES] for a in reference.inputs.arrays]
+    layer_names = layer_classes(model)
+    inputs = [a[:DEBUG_SAMPLES] for a in reference.inputs.as_list]
     for artifact, report in zip(files, reports, strict=True):
         # The TFLite debugger re-quantizes in full-integer mode, so it speaks for int8 artifacts only.
         if report.get("precision") != "int8" and not (artifact.suffix == ".onnx" and report.get("precision") == "dynamic"):
@@ -36,7 +36,7 @@ def layer_drift(model_path, files, reference, reports, manifest, model_dir, opti
             say(f"  drift for {artifact.name} unavailable: {exc.__class__.__name__}: {str(exc)[:120]}")
             continue
         for row in rows:
-            row["layer"] = _layer_for(row["tensor"], layer_names)
+            row["layer"] = layer_for(row["tensor"], layer_names)
         worst = sorted(rows, key=lambda r: r["score"], reverse=True)[: options.top_k]
         drift[artifact.name] = {"metric": rows[0]["metric"] if rows else None, "tensors": rows, "worst": worst}
         say(f"  worst layers of {artifact.name}:")
@@ -60,32 +60,6 @@ def _load(model_path):
     return load_keras_model(model_path)
 
 
-def _layer_classes(model) -> dict[str, str]:
-    """Keras layer name → layer class name."""
-    if model is None:
-        return {}
-    return {layer.name: layer.__class__.__name__
-            for layer in model._flatten_layers(include_self=False, recursive=True)}
-
-
-# Fused ops lose the Keras scope in their tensor names; their op type still says which layer kind.
-FUSED_OP_HINTS = {"unidirectional_sequence_lstm": "LSTM", "lstm__": "LSTM", "gru__": "GRU"}
-
-
-def _layer_for(tensor: str, layers: dict[str, str]) -> str | None:
-    # TF scopes repeat a layer's name with a call-count suffix: "cnn_1/hidden_1/MatMul" → hidden
-    parts = {re.sub(r"_\d+$", "", part) for part in re.split(r"[/;:]", tensor)}
-    for name in sorted(layers, key=len, reverse=True):
-        if name in parts:
-            return name
-    lowered = tensor.lower()
-    for hint, kind in FUSED_OP_HINTS.items():
-        candidates = [name for name, cls in layers.items() if cls == kind]
-        if hint in lowered and len(candidates) == 1:
-            return candidates[0]
-    return None
-
-
 # ---------------------------------------------------------------- TFLite
 
 def _tflite_drift(model, inputs, manifest, model_dir) -> list[dict]:
@@ -107,7 +81,9 @@ def _tflite_drift(model, inputs, manifest, model_dir) -> list[dict]:
         for i in range(len(inputs[0])):
             yield [x[i : i + 1].astype(np.float32) for x in inputs]
 
-    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_data)
+    with tflite.integer_layer_norm():  # the graph export makes, LayerNormalization included
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_data)
+    _run_in_litert(debugger)
     debugger.run()
     rows = []
     for tensor, stats in debugger.layer_statistics.items():
@@ -116,6 +92,20 @@ def _tflite_drift(model, inputs, manifest, model_dir) -> list[dict]:
         rows.append({"tensor": tensor, "metric": "rmse/scale", "score": rmse / scale if scale else rmse,
                      "rmse": rmse, "max_abs_error": float(stats.get("max_abs_error", 0.0)), "scale": scale})
     return rows
+
+
+def _run_in_litert(debugger) -> None:
+    """Have the debugger run its quantized model in LiteRT, the interpreter edgedl validates with.
+
+    Its own choice, tf.lite.Interpreter (TF 2.21) with XNNPACK, computes int8 BATCH_MATMUL up to 21
+    quantization steps off (measured on an attention model; LiteRT, and TF's interpreter without
+    XNNPACK, are within 0.5 steps), which would blame attention layers for an error that is not there.
+    The debugger exposes no option for this: its interpreter attribute is replaced, then its
+    statistics are re-initialised for the new interpreter (TF 2.21 internals)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    debugger._quant_interpreter = Interpreter(model_content=debugger.quant_model)
+    debugger._initialize_stats()
 
 
 def _tensor_scale(debugger, tensor_name: str) -> float:

@@ -14,7 +14,8 @@ def matrix_rows(reports: list[dict]) -> list[dict]:
         rows.append({"artifact": report["artifact"], "format": report.get("format"),
                      "precision": report.get("precision"), "size": report.get("size"),
                      **{k: metrics.get(k) for k in MATRIX_COLUMNS[4:-1]},
-                     "verdict": "pass" if report["passed"] else ("error" if report.get("error") else "FAIL")})
+                     "verdict": "pass" if report["passed"] else ("error" if report.get("error") else "FAIL"),
+                     "no_effect": bool(report.get("no_effect"))})
     return rows
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.card import find_card, load_card, with_flags
 from ..core.errors import ArtifactError, DataError, EdgedlError, ModelError, UsageError
 from ..core.files import verify_sha256, write_json, write_text
 from ..core.layout import (
@@ -26,10 +27,11 @@ from ..core.layout import (
 )
 from ..core.metrics import accuracy, is_classification
 from ..core.outputs import claim
+from ..runners.base import TensorInfo
 from ..train.architectures import registry as architectures
 from .inputs import Inputs, gather_inputs
 from .matrix import matrix_markdown, matrix_rows
-from .parity import ParityReport, align_outputs, compare
+from .parity import TOLERANCE_KEYS, ParityReport, align_outputs, compare, output_kind
 from .results import RunResult, inputs_sha256, load_result, save_result
 
 DEFAULT_SAMPLES = 1000
@@ -50,7 +52,14 @@ class ValidateOptions:
     report: str | None = None
     unsafe: bool = False
     seed: int = 0
-    overrides: dict = field(default_factory=dict)
+    overrides: dict = field(default_factory=dict)  # any TOLERANCE_KEYS limit (--tolerance KEY=VALUE)
+    # What a training run would know, for a model edgedl did not train (core/card.py).
+    card: str | None = None
+    task: str | None = None
+    labels: str | None = None
+    input_scale: float | None = None
+    input_offset: float | None = None
+    keep_inputs: int = 0  # return the first N model-ready inputs and labels (not saved): golden vectors
 
 
 # ---------------------------------------------------------------- the run
@@ -61,12 +70,13 @@ def validate(model: str | Path | None, artifacts: list[str | Path], options: Val
     options = options or ValidateOptions()
     if options.save_results:  # refused before any work when it would land on someone else's files
         claim(options.save_results, "results", option="--save-results")
+    check_overrides(options.overrides)
     model_path, model_dir, manifest = _resolve_model(model)
     if not artifacts and model_dir is not None:
         artifacts = [model_dir / EXPORTS]
     files = find_artifacts(artifacts)
     reference = _reference(model_path, model_dir, manifest, options, say)
-    warnings = check_reference(reference.result, say)
+    warnings = check_reference(reference.result, say) + reference.notes
     reports, results = [], {}
     for artifact in files:
         report, result = _validate_one(artifact, reference, manifest, options, say)
@@ -74,7 +84,11 @@ def validate(model: str | Path | None, artifacts: list[str | Path], options: Val
         if result is not None:
             results[artifact.name] = result
     summary = _summary(model_path, reference, reports, options)
-    summary["warnings"] = warnings
+    summary["warnings"] = warnings + _resolution_notes(reports, reference, say)
+    if options.keep_inputs:
+        n = options.keep_inputs
+        summary["kept_inputs"] = {name: x[:n] for name, x in reference.inputs.arrays.items()}
+        summary["kept_labels"] = {name: y[:n] for name, y in reference.inputs.labels.items()}
     if options.layers:
         from .drift import layer_drift
 
@@ -122,36 +136,71 @@ def check_reference(result: RunResult, say) -> list[str]:
 
 
 class Reference:
-    def __init__(self, result: RunResult, inputs: Inputs, architecture: str | None):
-        self.result, self.inputs, self.architecture = result, inputs, architecture
+    def __init__(self, result: RunResult, inputs: Inputs, architecture: str | None, kinds: list[str],
+                 labels: list[str] | None = None):
+        self.result, self.inputs, self.architecture, self.kinds = result, inputs, architecture, kinds
+        self.labels = labels  # class names, when known (run manifest, card or --labels)
+        self.notes: list[str] = []
+
+
+def model_context(model_path: Path | None, manifest: dict | None, options, facts: dict) -> dict:
+    """What the run manifest knows, or else what the user declared in a card or flags."""
+    card_path = options.card or (find_card(model_path) if model_path and manifest is None else None)
+    card = with_flags(load_card(card_path) if card_path else None, options.task, options.labels,
+                      options.input_scale, options.input_offset)
+    run = manifest or {}
+    return {"facts": facts, "declared": card.preprocessing, "heldout": card.heldout, "card": card,
+            "task": card.task or run.get("task"), "labels": card.labels or run.get("class_names")}
 
 
 def _reference(model_path, model_dir, manifest, options, say) -> Reference:
     architecture = (manifest or {}).get("architecture")
     if options.reference:
-        saved = load_result(options.reference)
-        shapes = [tuple(s) for s in saved.info.get("input_shapes", [])]
-        inputs = gather_inputs(model_dir, manifest, shapes, options)
-        if inputs_sha256(inputs.arrays) != saved.inputs_sha256:
-            raise DataError(f"saved reference {options.reference} was made on other inputs than these",
-                            hint="use the same --data/--samples as when it was saved")
-        say(f"reference: saved result {options.reference} ({len(inputs.arrays[0])} samples)")
-        return Reference(saved, inputs, architecture or saved.info.get("architecture"))
+        return _saved_reference(model_path, model_dir, manifest, options, architecture, say)
     if model_path is None:
         raise UsageError("validate needs the original model (a .keras file or run folder) or --reference")
     from ..runners.keras import KerasRunner
+    from ..runners.modelio import model_facts
 
     runner = KerasRunner(model_path, safe_mode=not options.unsafe)
-    shapes = [tuple(t.shape[1:]) for t in runner.inputs]
-    inputs = gather_inputs(model_dir, manifest, shapes, options)
+    facts = model_facts(runner.model)
+    context = model_context(model_path, manifest, options, facts)
+    names = [t.name for t in runner.outputs]
+    inputs = gather_inputs(model_dir, manifest, runner.inputs, names, options, context, say)
     started = time.perf_counter()
     outputs = runner.infer(inputs.arrays)
-    result = RunResult(source=str(model_path), backend="keras", outputs=outputs,
-                       output_names=[t.name for t in runner.outputs], inputs_sha256=inputs_sha256(inputs.arrays),
-                       info={"input_shapes": [list(s) for s in shapes], "architecture": architecture},
+    specs = [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in runner.inputs]
+    kinds = [output_kind(name, out, inputs.labels.get(name), context["card"].task_for(name) or context["task"],
+                         activation) for name, out, activation in zip(names, outputs, facts["output_activations"],
+                                                                        strict=True)]
+    result = RunResult(source=str(model_path), backend="keras", outputs=outputs, output_names=names,
+                       inputs_sha256=inputs_sha256(inputs.as_list),
+                       info={"inputs": specs, "architecture": architecture, "kinds": kinds},
                        seconds=time.perf_counter() - started)
-    say(f"reference: {model_path} on {len(inputs.arrays[0])} samples of {inputs.evidence}")
-    return Reference(result, inputs, architecture)
+    say(f"reference: {model_path} on {inputs.count} samples of {inputs.evidence}")
+    return Reference(result, inputs, architecture, kinds, context["labels"])
+
+
+def _saved_reference(model_path, model_dir, manifest, options, architecture, say) -> Reference:
+    saved = load_result(options.reference)
+    specs = [TensorInfo(s["name"], tuple(s["shape"]), s["dtype"]) for s in saved.info.get("inputs", [])]
+    if not specs:
+        raise ArtifactError(f"saved reference {options.reference} does not record its inputs; save it again")
+    context = model_context(model_path, manifest, options, {})
+    inputs = gather_inputs(model_dir, manifest, specs, saved.output_names, options, context, say)
+    if inputs_sha256(inputs.as_list) != saved.inputs_sha256:
+        raise DataError(f"saved reference {options.reference} was made on other inputs than these",
+                        hint="use the same --data/--samples as when it was saved")
+    say(f"reference: saved result {options.reference} ({inputs.count} samples)")
+    kinds = saved.info.get("kinds") or ["classification"] * len(saved.outputs)
+    return Reference(saved, inputs, architecture or saved.info.get("architecture"), kinds, context["labels"])
+
+
+def check_overrides(overrides: dict) -> None:
+    unknown = set(overrides) - set(TOLERANCE_KEYS)
+    if unknown:
+        raise UsageError(f"unknown tolerance {', '.join(sorted(unknown))}; known: "
+                         + "; ".join(f"{k} ({v})" for k, v in TOLERANCE_KEYS.items()))
 
 
 def tolerances(architecture: str | None, precision: str, options: ValidateOptions) -> dict:
@@ -164,18 +213,38 @@ def tolerances(architecture: str | None, precision: str, options: ValidateOption
     return limits
 
 
+def _resolution_notes(reports: list[dict], reference: Reference, say) -> list[str]:
+    """Say when the samples cannot resolve an accuracy or agreement gate (one flip moves it too far)."""
+    count, notes = reference.inputs.count, []
+    flip = 1.0 / max(count, 1)
+    limits = {r["precision"]: r.get("tolerances", {}) for r in reports if r.get("tolerances")}
+    for precision, limit in sorted(limits.items()):
+        drop, agreement_limit = limit.get("max_accuracy_drop"), limit.get("min_agreement")
+        if reference.inputs.labels and drop is not None and drop < flip:
+            notes.append(f"{count} samples cannot resolve the {precision} accuracy gate of {drop * 100:.2g} pp: one "
+                         f"flipped sample moves accuracy {flip * 100:.2g} pp, so any flip fails it "
+                         "(use more samples, or --tolerance max_accuracy_drop=...)")
+        if agreement_limit is not None and 1 - agreement_limit < flip and agreement_limit < 1:
+            notes.append(f"{count} samples cannot resolve the {precision} agreement gate of {agreement_limit:.2%}: "
+                         f"one disagreement is {flip:.2%}")
+    for note in notes:
+        say(f"note: {note}")
+    return notes
+
+
 def _validate_one(artifact: Path, reference: Reference, manifest, options, say) -> tuple[dict, RunResult | None]:
     from ..runners import open_runner
 
     facts = read_sidecar(artifact)
     try:
         verify_sha256(artifact, facts.get("sha256"), what="artifact")
-        runner = open_runner(artifact)
-        precision = precision_of(artifact, facts) or _precision_from_io(runner)
-        _check_io(artifact, runner, reference)
-        started = time.perf_counter()
-        raw = runner.infer(reference.inputs.arrays)
-        seconds = time.perf_counter() - started
+        with open_runner(artifact) as runner:  # a bounded child process: closed as soon as it has answered
+            precision = precision_of(artifact, facts) or _precision_from_io(runner)
+            feed = _feed(artifact, runner, reference)
+            coverage = input_coverage(runner.inputs, feed)
+            started = time.perf_counter()
+            raw = runner.infer(feed)
+            seconds = time.perf_counter() - started
     except EdgedlError as exc:
         say(f"✗ {artifact.name}: {exc.one_line()}")
         return _error_report(artifact, facts, exc), None
@@ -184,7 +253,7 @@ def _validate_one(artifact: Path, reference: Reference, manifest, options, say) 
     scales = [t.scale if t.quantized else None for t in _aligned_specs(runner.outputs, names)]
     limits = tolerances(reference.architecture, precision, options)
     checks = compare(reference.result.outputs, outputs, reference.result.output_names,
-                     reference.inputs.labels, limits, scales)
+                     reference.inputs.labels, limits, scales, reference.kinds)
     report = ParityReport(artifact=artifact.name, precision=precision, passed=all(c.passed for c in checks),
                           outputs=checks, tolerances=limits, samples=len(outputs[0]),
                           evidence=reference.inputs.evidence)
@@ -192,12 +261,40 @@ def _validate_one(artifact: Path, reference: Reference, manifest, options, say) 
         f"{artifact.stat().st_size:,} B)")
     for check in checks:
         say(check.line())
+    for name, cover in coverage.items():
+        if cover["inside"] < REPRESENTATIVE:
+            say(f"  note: {1 - cover['inside']:.2%} of input {name!r} values fall outside the int8 range the "
+                f"calibration set gave it ({cover['calibrated'][0]:.4g}…{cover['calibrated'][1]:.4g}; data "
+                f"{cover['data'][0]:.4g}…{cover['data'][1]:.4g}) and are clipped: the calibration set is not "
+                "representative of this data")
     result = RunResult(source=str(artifact), backend=runner.backend, outputs=outputs, output_names=names,
                        inputs_sha256=reference.result.inputs_sha256, info={"precision": precision},
                        seconds=seconds)
     row = report.as_dict() | {"format": facts.get("format", artifact.suffix[1:]), "size": artifact.stat().st_size,
-                              "seconds": round(seconds, 3), "backend": runner.backend}
+                              "seconds": round(seconds, 3), "backend": runner.backend,
+                              "no_effect": bool(facts.get("no_effect"))}
+    if coverage:
+        row["input_coverage"] = coverage
     return row, result
+
+
+REPRESENTATIVE = 0.999  # below this share of held-out input values inside the calibrated range, say so
+
+
+def input_coverage(specs, feed: list[np.ndarray]) -> dict:
+    """For each quantized input: the range its scale and zero point can hold (set by the calibration
+    data), the held-out data's range, and the share of values inside (the rest is clipped)."""
+    found = {}
+    for spec, x in zip(specs, feed, strict=True):
+        if not spec.quantized:
+            continue
+        info = np.iinfo(spec.dtype)
+        low, high = (info.min - spec.zero_point) * spec.scale, (info.max - spec.zero_point) * spec.scale
+        values = np.asarray(x, np.float64)
+        inside = float(np.mean((values >= low - spec.scale / 2) & (values <= high + spec.scale / 2)))
+        found[spec.name] = {"calibrated": [float(low), float(high)], "data": [float(values.min()), float(values.max())],
+                            "inside": inside}
+    return found
 
 
 def _precision_from_io(runner) -> str:
@@ -210,17 +307,23 @@ def _error_report(artifact: Path, facts: dict, exc: EdgedlError) -> dict:
             "size": artifact.stat().st_size if artifact.exists() else 0}
 
 
-def _check_io(artifact: Path, runner, reference: Reference) -> None:
-    ref_shapes = [tuple(a.shape[1:]) for a in reference.inputs.arrays]
-    if len(runner.inputs) != len(ref_shapes) or len(runner.outputs) != len(reference.result.outputs):
+def _feed(artifact: Path, runner, reference: Reference):
+    """The reference's inputs in the artifact's terms: by name when the names agree, else by position.
+    Raises when the artifact's I/O cannot be this model's."""
+    arrays = reference.inputs.arrays
+    if len(runner.inputs) != len(arrays) or len(runner.outputs) != len(reference.result.outputs):
         raise ArtifactError(
             f"{artifact.name} has {len(runner.inputs)} inputs/{len(runner.outputs)} outputs but the model has "
-            f"{len(ref_shapes)}/{len(reference.result.outputs)}: it was not exported from this model")
-    for spec, shape in zip(runner.inputs, ref_shapes, strict=True):
+            f"{len(arrays)}/{len(reference.result.outputs)}: it was not exported from this model")
+    by_name = {spec.name for spec in runner.inputs} == set(arrays)
+    ordered = [arrays[spec.name] for spec in runner.inputs] if by_name else list(arrays.values())
+    for spec, x in zip(runner.inputs, ordered, strict=True):
+        shape = tuple(x.shape[1:])
         if len(spec.shape) - 1 != len(shape) or any(
                 d is not None and d != s for d, s in zip(spec.shape[1:], shape, strict=True)):
             raise ArtifactError(f"{artifact.name} input {spec.name!r} takes {tuple(spec.shape[1:])} but the "
-                                f"model's inputs are {shape}: it was not exported from this model")
+                                f"model's input is {shape}: it was not exported from this model")
+    return ordered
 
 
 def _aligned_specs(specs, names):
@@ -231,13 +334,19 @@ def _aligned_specs(specs, names):
 # ---------------------------------------------------------------- summary and saving
 
 def _summary(model_path, reference: Reference, reports: list[dict], options) -> dict:
-    labels = reference.inputs.labels
+    first = reference.result.output_names[0]
+    labels = reference.inputs.labels.get(first) if reference.kinds[0] == "classification" else None
     return {
         "edgedl": "validation/1",
         "model": str(model_path) if model_path else reference.result.source,
         "architecture": reference.architecture,
-        "samples": len(reference.inputs.arrays[0]),
+        "samples": reference.inputs.count,
         "evidence": reference.inputs.evidence,
+        "preprocessing": reference.inputs.preprocessing,
+        "outputs": [{"name": n, "kind": k, "classes": int(o.shape[-1]) if k == "classification" else None}
+                    for n, k, o in zip(reference.result.output_names, reference.kinds, reference.result.outputs,
+                                       strict=True)],
+        "labels": reference.labels,
         "inputs_sha256": reference.result.inputs_sha256,
         "reference_seconds": round(reference.result.seconds, 3),
         "reference_accuracy": _reference_accuracy(reference.result.outputs[0], labels),
@@ -254,7 +363,8 @@ def _reference_accuracy(probs: np.ndarray, labels: np.ndarray | None) -> float |
 def _save(summary: dict, reference: Reference, results: dict, files: list[Path], options) -> None:
     report_path = Path(options.report) if options.report else files[0].parent / VALIDATION_REPORT
     model = summary["model"]  # recorded relative to the report, like sidecars: the folder can move
-    write_json(report_path, {**summary, "model": relative_to(model, report_path.parent) if model else model})
+    saved = {k: v for k, v in summary.items() if not k.startswith("kept_")}
+    write_json(report_path, {**saved, "model": relative_to(model, report_path.parent) if model else model})
     write_text(report_path.with_suffix(".md"), matrix_markdown(summary["matrix"]) + "\n")
     summary["report_path"] = str(report_path)
     if options.save_results:

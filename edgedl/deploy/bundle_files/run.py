@@ -3,7 +3,8 @@
 
     python run.py --self-test        check the model's sha256 and the golden vectors
     python run.py digit.png          top-k classes for an image (needs Pillow)
-    python run.py input.npy          top-k classes for each sample in an array
+    python run.py input.npy          top-k classes (or values) for each sample in an array
+    python run.py a=x.npy b=y.npy    a model with several inputs: one array per input name
     python run.py -                  read a .npy array from standard input
     python run.py --bench            quick latency figure on this device
 
@@ -112,49 +113,63 @@ class Model:
         except (ValueError, RuntimeError) as exc:
             raise BundleError(f"{self.library} cannot load {self.path.name}: {' '.join(str(exc).split())[:200]}") \
                 from exc
-        self.inputs = self.interpreter.get_input_details()
-        self.outputs = self.interpreter.get_output_details()
+        # Tensors are found by the name the manifest records, never by position: a converter may list
+        # a multi-output model's outputs in another order than the Keras model.
+        self.inputs = _match(self.manifest["inputs"], self.interpreter.get_input_details())
+        self.outputs = _match(self.manifest["outputs"], self.interpreter.get_output_details())
         self.stateful = self.manifest["runtime"]["reset_variables_before_invoke"]
         self.labels = self.manifest.get("labels", [])
 
     def _quantize(self, x, detail):
         scale, zero_point = detail["quantization"]
-        if detail["dtype"] in (np.int8, np.uint8) and scale:
+        if detail["dtype"] in (np.int8, np.uint8, np.int16) and scale:
             info = np.iinfo(detail["dtype"])
             return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(detail["dtype"])
+        if np.dtype(detail["dtype"]).kind in "iu":  # token ids: whole numbers, never scaled
+            return np.round(x).astype(detail["dtype"])
         return x.astype(detail["dtype"])
 
     def _dequantize(self, y, detail):
         scale, zero_point = detail["quantization"]
-        if detail["dtype"] in (np.int8, np.uint8) and scale:
+        if detail["dtype"] in (np.int8, np.uint8, np.int16) and scale:
             return (y.astype(np.float32) - zero_point) * scale
         return y.astype(np.float32)
 
-    def raw(self, sample: np.ndarray) -> list[np.ndarray]:
-        """One float sample (no batch axis) in, the model's raw output tensors out."""
+    def raw(self, samples: list[np.ndarray]) -> list[np.ndarray]:
+        """One sample per model input (no batch axis) in, the model's raw output tensors out."""
         if self.stateful:
             self.interpreter.reset_all_variables()
-        x = self._quantize(np.asarray(sample, np.float32)[None], self.inputs[0])
-        self.interpreter.set_tensor(self.inputs[0]["index"], x)
+        for detail, sample in zip(self.inputs, samples, strict=True):
+            self.interpreter.set_tensor(detail["index"], self._quantize(np.asarray(sample)[None], detail))
         self.interpreter.invoke()
         return [self.interpreter.get_tensor(d["index"]).copy() for d in self.outputs]
 
-    def predict(self, sample: np.ndarray) -> np.ndarray:
-        return self._dequantize(self.raw(sample)[0], self.outputs[0])[0]
+    def predict(self, samples: list[np.ndarray]) -> list[np.ndarray]:
+        return [self._dequantize(y, d)[0] for y, d in zip(self.raw(samples), self.outputs, strict=True)]
+
+
+def _match(specs: list[dict], details: list[dict]) -> list[dict]:
+    by_name = {d["name"]: d for d in details}
+    found = [by_name.get(spec.get("tensor", spec["name"])) for spec in specs]
+    if None in found or len(found) != len(details):
+        raise BundleError(f"the model's tensors ({', '.join(by_name)}) are not the ones manifest.json names "
+                          f"({', '.join(spec.get('tensor', spec['name']) for spec in specs)})")
+    return found
 
 
 MAX_IMAGE_PIXELS = 40_000_000  # a larger image is refused before it is decoded (a PNG bomb)
 MAX_INPUT_BYTES = 512 * 2**20  # the largest .npy accepted on the command line or stdin
 
 
-def preprocess(raw: np.ndarray, manifest: dict) -> np.ndarray:
-    """Raw values (e.g. 0..255 pixels) → model input, exactly as in training."""
+def preprocess(raw: np.ndarray, manifest: dict, spec: dict) -> np.ndarray:
+    """Raw values (e.g. 0..255 pixels) → samples of model input ``spec``, exactly as in training."""
     pre = manifest["preprocessing"]
-    shape = [int(d) for d in manifest["inputs"][0]["shape"][1:]]
+    shape = [int(d) for d in spec["shape"][1:]]
     raw = np.asarray(raw)
     if raw.dtype.kind not in "uif" or raw.size == 0:
         raise BundleError(f"input must be a non-empty array of numbers, got {raw.dtype} with shape {raw.shape}")
-    x = raw.astype(np.float32) * pre["scale"] + pre["offset"]
+    scaled = spec["name"] in pre.get("applies_to", [spec["name"]])
+    x = raw.astype(np.float32) * pre["scale"] + pre["offset"] if scaled else raw.astype(np.float32)
     if not np.isfinite(x).all():
         raise BundleError("input holds NaN or Inf values")
     per_sample = int(np.prod(shape))
@@ -206,10 +221,26 @@ def _load_image(path: Path, manifest: dict) -> np.ndarray:
         raise BundleError(f"{path.name} is not a readable image: {' '.join(str(exc).split())[:120]}") from exc
 
 
-def read_inputs(source: str, manifest: dict) -> np.ndarray:
+def read_inputs(sources: list[str], manifest: dict) -> list[list[np.ndarray]]:
+    """Samples, each a list with one array per model input. One input: each source is an image, a .npy
+    or - (stdin). Several inputs: NAME=file.npy once per input name."""
+    specs = manifest["inputs"]
+    if len(specs) == 1:
+        return [[x] for source in sources for x in _read_one(source, manifest, specs[0])]
+    named = dict(source.split("=", 1) for source in sources if "=" in source)
+    names = [spec["name"] for spec in specs]
+    if sorted(named) != sorted(names) or len(named) != len(sources):
+        raise BundleError(f"this model takes {len(names)} inputs: pass NAME=file.npy for each of {', '.join(names)}")
+    columns = [_read_one(named[spec["name"]], manifest, spec) for spec in specs]
+    if len({len(c) for c in columns}) != 1:
+        raise BundleError(f"the inputs hold different numbers of samples: {[len(c) for c in columns]}")
+    return [list(sample) for sample in zip(*columns, strict=True)]
+
+
+def _read_one(source: str, manifest: dict, spec: dict) -> np.ndarray:
     if source == "-":
         return preprocess(_load_npy(io.BytesIO(sys.stdin.buffer.read(MAX_INPUT_BYTES + 1024)), "standard input"),
-                          manifest)
+                          manifest, spec)
     path = Path(source)
     if not path.exists():
         raise BundleError(f"input not found: {path}")
@@ -217,15 +248,36 @@ def read_inputs(source: str, manifest: dict) -> np.ndarray:
         raise BundleError(f"{path} is not a file (pass an image, a .npy array, or - for standard input)")
     if path.suffix.lower() == ".npy":
         with open(path, "rb") as handle:
-            return preprocess(_load_npy(handle, path.name), manifest)
-    return preprocess(_load_image(path, manifest), manifest)
+            return preprocess(_load_npy(handle, path.name), manifest, spec)
+    return preprocess(_load_image(path, manifest), manifest, spec)
 
 
 def top_k(probs: np.ndarray, labels: list[str], k: int) -> list[tuple[str, float]]:
     if probs.ndim == 2:  # a sequence output: the last step decides
         probs = probs[-1]
-    order = np.argsort(probs)[::-1][:k]
+    order = np.argsort(-probs.astype(np.float64), kind="stable")[:k]  # ties: the lower class first, as argmax
     return [(labels[i] if i < len(labels) else str(i), float(probs[i])) for i in order]
+
+
+def describe_outputs(outputs: list[np.ndarray], manifest: dict, k: int) -> dict:
+    """Per output: the top-k classes of a classification output, the values of any other."""
+    result = {}
+    for value, spec in zip(outputs, manifest["outputs"], strict=True):
+        if spec.get("kind", "classification") == "classification":
+            result[spec["name"]] = [{"label": label, "score": score} for label, score in
+                                    top_k(value, manifest.get("labels", []), k)]
+        else:
+            result[spec["name"]] = np.round(np.asarray(value, np.float64), 6).ravel().tolist()
+    return result
+
+
+def _line(described: dict) -> str:
+    parts = []
+    for name, value in described.items():
+        text = "  ".join(f"{v['label']}: {v['score']:.3f}" for v in value) if value and isinstance(value[0], dict) \
+            else " ".join(f"{v:.6g}" for v in value)
+        parts.append(text if len(described) == 1 else f"{name}: {text}")
+    return " | ".join(parts)
 
 
 def check_sha256(model_path: Path, expected: str) -> str:
@@ -244,13 +296,15 @@ def check_sha256(model_path: Path, expected: str) -> str:
 
 
 def load_golden(manifest: dict) -> dict:
+    """{"inputs": one array per model input, "raw": one array per output}, N samples each."""
     path = HERE / Path(str(manifest.get("golden", {}).get("file", "golden.npz"))).name
     try:
         with np.load(path, allow_pickle=False) as archive:
-            golden = {key: archive[key] for key in ("inputs", "expected_raw")}
+            golden = {"inputs": [archive[f"input_{i}"] for i in range(len(manifest["inputs"]))],
+                      "raw": [archive[f"raw_{j}"] for j in range(len(manifest["outputs"]))]}
     except (OSError, ValueError, KeyError, EOFError) as exc:
         raise BundleError(f"{path.name} is missing or not this bundle's golden vectors: {exc}") from exc
-    if len(golden["inputs"]) != len(golden["expected_raw"]) or not len(golden["inputs"]):
+    if len({len(a) for a in golden["inputs"] + golden["raw"]}) != 1 or not len(golden["inputs"][0]):
         raise BundleError(f"{path.name} holds mismatched or no golden vectors")
     return golden
 
@@ -262,25 +316,26 @@ def self_test(model: Model) -> bool:
     steps = manifest["golden"]["tolerance_steps"] or {}
     tolerance, atol = steps.get(model.library, max(steps.values(), default=0)), manifest["golden"]["atol"]
     worst = 0.0
-    for i, sample in enumerate(golden["inputs"]):
-        raw = model.raw(sample)[0][0]
-        expected = golden["expected_raw"][i]
-        if raw.dtype.kind in "iu":
-            diff = float(np.max(np.abs(raw.astype(np.int32) - expected.astype(np.int32))))
-            good = diff <= tolerance
-        else:
-            diff = float(np.max(np.abs(raw - expected)))
-            good = diff <= atol
-        worst = max(worst, diff)
-        ok = ok and good
-    unit = "quantization steps" if golden["expected_raw"].dtype.kind in "iu" else "abs"
-    print(f"{'✓' if ok else '✗'} {len(golden['inputs'])} golden vectors, worst difference {worst:g} {unit} "
+    count = len(golden["inputs"][0])
+    for i in range(count):
+        for raw, expected in zip(model.raw([x[i] for x in golden["inputs"]]), golden["raw"], strict=True):
+            raw, expected = raw[0], expected[i]
+            if raw.dtype.kind in "iu":
+                diff = float(np.max(np.abs(raw.astype(np.int32) - expected.astype(np.int32))))
+                good = diff <= tolerance
+            else:
+                diff = float(np.max(np.abs(raw - expected)))
+                good = diff <= atol
+            worst = max(worst, diff)
+            ok = ok and good
+    unit = "quantization steps" if golden["raw"][0].dtype.kind in "iu" else "abs"
+    print(f"{'✓' if ok else '✗'} {count} golden vectors, worst difference {worst:g} {unit} "
           f"(interpreter: {model.library})")
     return ok
 
 
 def bench(model: Model, runs: int) -> None:
-    sample = load_golden(model.manifest)["inputs"][0]
+    sample = [x[0] for x in load_golden(model.manifest)["inputs"]]
     for _ in range(10):
         model.raw(sample)
     times = []
@@ -302,7 +357,9 @@ def _positive(text: str) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="*", help="image file, .npy array, or - for a .npy on stdin")
+    parser.add_argument("inputs", nargs="*",
+                        help="image file, .npy array, or - for a .npy on stdin; NAME=file.npy per input when the "
+                             "model takes several")
     parser.add_argument("--self-test", action="store_true", help="verify sha256 and golden vectors")
     parser.add_argument("--bench", action="store_true", help="quick latency measurement")
     parser.add_argument("--runs", type=_positive, default=500)
@@ -322,7 +379,7 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     manifest = read_manifest(HERE)
-    samples = [sample for source in args.inputs for sample in read_inputs(source, manifest)]  # bad input: fail first
+    samples = read_inputs(args.inputs, manifest) if args.inputs else []  # bad input fails before the model loads
     model = Model(HERE, threads=args.threads)  # checks the model's sha256 before the interpreter loads it
     status = 0
     if args.self_test:
@@ -330,12 +387,12 @@ def _run(args) -> int:
         status = 0 if self_test(model) else 1
     if args.bench:
         bench(model, args.runs)
-    results = [top_k(model.predict(sample), model.labels, args.top_k) for sample in samples]
+    results = [describe_outputs(model.predict(sample), manifest, args.top_k) for sample in samples]
     if args.json and results:
-        print(json.dumps([[{"label": label, "score": score} for label, score in r] for r in results]))
+        print(json.dumps(results))
     else:
-        for ranked in results:
-            print("  ".join(f"{label}: {score:.3f}" for label, score in ranked))
+        for described in results:
+            print(_line(described))
     return status
 
 

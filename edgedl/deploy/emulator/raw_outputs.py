@@ -20,7 +20,7 @@ def main(argv):
 
     model = run.Model(Path(bundle))
     samples = np.load(inputs, allow_pickle=False)
-    raw = np.stack([model.raw(sample)[0][0] for sample in samples])
+    raw = np.stack([model.raw([sample])[0][0] for sample in samples])  # first input and output
     np.save(out, raw)
     print(json.dumps({"library": model.library, "numpy": np.__version__, "count": int(len(samples))}))
 

@@ -1,0 +1,233 @@
+"""``edgedl mcu-check``: run an int8 model in TFLite Micro's own interpreter, measure its arena, estimate
+its flash and RAM, and fit it to microcontroller boards.
+
+The interpreter is TFLite Micro's (the ``tflite-micro`` package: its reference kernels, on x86), run in
+a child process that imports only numpy and tflite_micro (``mcu_child.py``). Its outputs are compared
+with LiteRT's on the same inputs (the bundle's golden vectors, or held-out samples), resetting state
+before every inference.
+
+- **Arena**: the smallest that works, in 16-byte steps (probed in forked children: a too-small arena
+  segfaults), plus a stated margin. The x86-64 figure is an upper bound for a 32-bit MCU, whose
+  pointers and structs are smaller (0.7–1 KB less on the seed models, measured 2026-11-27).
+- **Flash** = the model's bytes + TFLM's framework + the code of each kernel the model uses
+  (tflm_kernels.py: measured per op, Cortex-M4F, -Os; an upper bound).
+- **RAM** = the arena (with margin) + the app's input and output buffers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..core.env import child_preexec, time_limit_s
+from ..core.errors import ArtifactError, UsageError
+from ..core.files import read_json
+from ..core.layout import HELDOUT_FILE, MANIFEST, read_sidecar, resolve_from
+from ..runners.tflm_kernels import FRAMEWORK_FLASH, KERNELS
+from .boards import BOARDS, board, fit
+
+# The arena edgedl records is the measured minimum plus this margin: 5 %, at least 256 bytes, in
+# 16-byte steps. It covers the alignment slack of another build and a different allocator layout.
+ARENA_MARGIN = 0.05
+MIN_MARGIN = 256
+# TFLM against LiteRT (XNNPACK) on held-out digits, state reset each time (2026-11-27): the seed CNN,
+# MLP and LSTM differ by at most 8 int8 steps, with the same top-1 on 99.9–100 % of samples. Both
+# limits below are what the check holds every model to; validate's tolerances override them per model.
+MCU_TOLERANCE = {"max_steps": 8, "min_agreement": 0.99}
+
+
+def with_margin(arena: int) -> int:
+    return -(-max(int(arena * (1 + ARENA_MARGIN)), arena + MIN_MARGIN) // 16) * 16
+
+
+def unsupported_ops(ops: list[dict]) -> list[dict]:
+    """Ops TFLite Micro has no kernel for (with the tensor they make, which names the layer)."""
+    return [op for op in ops if op["op"] not in KERNELS]
+
+
+def flash_estimate(model_bytes: int, op_names: set[str]) -> dict:
+    kernels = {name: KERNELS[name][1] for name in sorted(op_names) if name in KERNELS}
+    return {"model": model_bytes, "framework": FRAMEWORK_FLASH, "kernels": kernels,
+            "total": model_bytes + FRAMEWORK_FLASH + sum(kernels.values()),
+            "basis": "upper bound: Cortex-M4F reference kernels at -Os (docs/DEPLOY.md, Microcontrollers)"}
+
+
+def resolver_methods(op_names: set[str]) -> list[str]:
+    """The MicroMutableOpResolver calls that register exactly the model's ops, in a stable order."""
+    return sorted(KERNELS[name][0] for name in op_names if name in KERNELS)
+
+
+# ---------------------------------------------------------------- the check
+
+def mcu_check(source: str | Path, target: str | None = None, data: str | None = None, samples: int = 100,
+              say=print) -> dict:
+    """Check ``source`` (an int8 .tflite, or a bundle folder) under TFLite Micro; return the report."""
+    model, inputs, expected, stateful, tensors = _resolve(Path(source), data, samples)
+    say(f"running {model.name} in TFLite Micro's interpreter (reference kernels) on {len(inputs[0])} sample(s) …")
+    with tempfile.TemporaryDirectory(prefix="edgedl-mcu-") as tmp:
+        child = _child(model, inputs, stateful, tensors, Path(tmp))
+        missing = unsupported_ops(child["ops"])
+        report = {"model": model.name, "size": model.stat().st_size, "ops": sorted({o["op"] for o in child["ops"]}),
+                  "unsupported": missing}
+        if missing:
+            report.update(passed=False, error=_unsupported_message(missing))
+            return report
+        if "error" in child:
+            report.update(passed=False, error=f"TFLite Micro could not run it: {child['error']}")
+            return report
+        with np.load(Path(tmp) / "outputs.npz") as archive:
+            micro = [archive[f"raw_{j}"] for j in range(len(archive.files))]
+    report |= _parity(micro, expected) | _resources(child, model, inputs)
+    report["seconds_per_inference"] = child["seconds_per_inference"]
+    # for each TFLite Micro input/output index, the index of edgedl's array (golden files follow it)
+    report["tflm_order"] = child["tflm_order"]
+    report["boards"] = {key: fit(report["ram"]["total"], report["flash"]["total"], b) for key, b in BOARDS.items()}
+    report["passed"] = report["parity"]["passed"]
+    if target:
+        board(target)  # an unknown name is a usage error naming the boards
+        report["target"] = report["boards"][target.lower()] | {"key": target.lower()}
+        report["passed"] = report["passed"] and report["target"]["fits"]
+    return report
+
+
+def failure(report: dict) -> str:
+    """Why the check failed, in one line with the numbers (for the CLI and the bundle)."""
+    if report.get("error"):
+        return report["error"]
+    target = report.get("target")
+    if target and not target["fits"]:
+        short = [f"{what} needs {need / 1024:,.1f} KB of {usable / 1024:,.1f} KB usable (short by "
+                 f"{-left / 1024:,.1f} KB)" for what, need, usable, left in
+                 (("RAM", report["ram"]["total"], target["usable_ram"], target["ram_headroom"]),
+                  ("flash", report["flash"]["total"], target["usable_flash"], target["flash_headroom"])) if left < 0]
+        return f"does not fit {target['board']}: {'; '.join(short)}"
+    parity = report["parity"]
+    return (f"differs from LiteRT under TFLite Micro by up to {parity['max_steps']} int8 steps "
+            f"(limit {parity['tolerance']['max_steps']}), top-1 agreement {parity['agreement']}")
+
+
+def _unsupported_message(missing: list[dict]) -> str:
+    named = ", ".join(f"{o['op']} (tensor {o['tensor'] or '?'})" for o in missing[:4])
+    return f"TFLite Micro has no kernel for {named}; replace those layers, or deploy to a phone or a Pi instead"
+
+
+def _resolve(source: Path, data: str | None, samples: int):
+    """(model file, float inputs per model input, LiteRT raw outputs on them, stateful) for a bundle or an artifact."""
+    if source.is_dir():
+        manifest = read_json(source / MANIFEST, "bundle manifest")
+        model = source / Path(manifest["model"]["file"]).name
+        _require_int8(model, manifest["model"].get("precision"))
+        with np.load(source / manifest["golden"]["file"], allow_pickle=False) as archive:
+            inputs = [archive[f"input_{i}"] for i in range(len(manifest["inputs"]))]
+            expected = [archive[f"raw_{j}"] for j in range(len(manifest["outputs"]))]
+        return model, inputs, expected, bool(manifest["runtime"]["reset_variables_before_invoke"]), \
+            _tensor_names(manifest)
+    if source.suffix != ".tflite" or not source.is_file():
+        raise UsageError(f"{source}: mcu-check takes an int8 .tflite artifact or a bundle folder")
+    facts = read_sidecar(source)
+    _require_int8(source, facts.get("precision"))
+    inputs = _inputs_for(source, facts, data, samples)
+    from ..runners import open_runner
+
+    with open_runner(source) as runner:  # LiteRT, bounded: the outputs TFLM must reproduce
+        expected = runner.run(runner.prepare(inputs))
+        stateful = runner.stateful
+    return source, inputs, expected, stateful, _tensor_names(facts)
+
+
+def _tensor_names(facts: dict) -> dict:
+    """The runtime tensor names of the inputs and outputs, in the order edgedl keeps their arrays."""
+    return {f"{side[:-1]}_tensors": [spec.get("tensor", spec["name"]) for spec in facts.get(side, [])]
+            for side in ("inputs", "outputs")}
+
+
+def _require_int8(model: Path, precision: str | None) -> None:
+    if precision not in (None, "int8"):
+        raise UsageError(f"TFLite Micro runs full-integer int8 models; {model.name} is {precision}",
+                         hint="export with --quantize int8 and check that artifact")
+
+
+def _inputs_for(artifact: Path, facts: dict, data: str | None, samples: int) -> list[np.ndarray]:
+    from .. import data as data_lib
+
+    names = [spec["name"] for spec in facts.get("inputs", [])]
+    if data:
+        arrays, _ = data_lib.read_named(Path(data), names, [], samples, "mcu-check data")
+        return [arrays[name] for name in names]
+    run_dir = resolve_from((facts.get("source_model") or {}).get("path", ""), artifact.parent).parent
+    if not (run_dir / MANIFEST).exists():
+        raise UsageError(f"{artifact.name} has no training run to take held-out samples from",
+                         hint="pass --data inputs.npz (model-ready inputs: x, or one array per input name)")
+    arrays, _ = data_lib.read_named(run_dir / HELDOUT_FILE, names, [], samples, "held-out data")
+    return [data_lib.fit_to_input(arrays[spec["name"]], tuple(spec["shape"][1:]), "mcu-check",
+                                  dtype="float32" if spec.get("quantization") else spec["dtype"])
+            for spec in facts["inputs"]]
+
+
+def _child(model: Path, inputs: list[np.ndarray], stateful: bool, tensors: dict, tmp: Path) -> dict:
+    np.savez(tmp / "inputs.npz", **{f"input_{i}": x for i, x in enumerate(inputs)})
+    spec = {"model": str(model), "inputs": str(tmp / "inputs.npz"), "out": str(tmp / "outputs.npz"),
+            "stateful": stateful, **tensors}
+    (tmp / "spec.json").write_text(json.dumps(spec))
+    try:
+        done = subprocess.run([sys.executable, "-m", "edgedl.deploy.mcu_child", str(tmp / "spec.json")],
+                              capture_output=True, text=True, timeout=time_limit_s() * 5, preexec_fn=child_preexec())
+    except subprocess.TimeoutExpired as exc:
+        raise ArtifactError(f"{model.name}: TFLite Micro did not finish within {time_limit_s() * 5:.0f} s") from exc
+    if done.returncode != 0:
+        raise ArtifactError(f"{model.name}: TFLite Micro's interpreter crashed (exit {done.returncode}): "
+                            f"{done.stderr.strip()[-200:]}")
+    try:
+        return json.loads(done.stdout)
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{model.name}: the TFLite Micro check printed no result: {done.stderr[-200:]}") from exc
+
+
+def _parity(micro: list[np.ndarray], expected: list[np.ndarray]) -> dict:
+    """Raw int8 outputs, step for step, and the top-1 decisions, against LiteRT's."""
+    steps = max(int(np.max(np.abs(a.astype(np.int32) - b.reshape(a.shape).astype(np.int32)))) for a, b in
+                zip(micro, expected, strict=True))
+    first, reference = micro[0], expected[0].reshape(micro[0].shape)
+    agreement = float(np.mean(np.argmax(first, -1) == np.argmax(reference, -1))) if first.shape[-1] > 1 else None
+    passed = steps <= MCU_TOLERANCE["max_steps"] and (agreement is None or agreement >= MCU_TOLERANCE["min_agreement"])
+    return {"parity": {"max_steps": steps, "agreement": agreement, "samples": int(len(first)),
+                       "tolerance": MCU_TOLERANCE, "passed": passed, "against": "LiteRT (default kernels)"}}
+
+
+def _resources(child: dict, model: Path, inputs: list[np.ndarray]) -> dict:
+    arena = child["arena"]["bytes"]
+    io_bytes = sum(x[0].size for x in inputs)  # int8 inputs: a byte per value, as the app holds them
+    ops = {o["op"] for o in child["ops"]}
+    flash = flash_estimate(model.stat().st_size, ops)
+    recorded = with_margin(arena)
+    return {"arena": {"minimum": arena, "with_margin": recorded, "margin": f"{ARENA_MARGIN:.0%}, at least "
+                      f"{MIN_MARGIN} B", "method": child["arena"]["method"], "probes": child["arena"]["probes"],
+                      "note": "measured on x86-64: a 32-bit MCU needs about 0.7–1 KB less"},
+            "ram": {"arena": recorded, "io_buffers": io_bytes, "total": recorded + io_bytes},
+            "flash": flash, "resolver": resolver_methods(ops)}
+
+
+def render(report: dict) -> list[str]:
+    """The lines `edgedl mcu-check` prints."""
+    if report.get("error"):
+        return [f"✗ {report['model']}: {report['error']}"]
+    parity, ram, flash = report["parity"], report["ram"], report["flash"]
+    agree = f", top-1 agreement {parity['agreement']:.2%}" if parity["agreement"] is not None else ""
+    lines = [f"{'✓' if parity['passed'] else '✗'} TFLite Micro vs LiteRT on {parity['samples']} sample(s): "
+             f"at most {parity['max_steps']} int8 step(s) apart (limit {parity['tolerance']['max_steps']}){agree}",
+             f"  arena {report['arena']['minimum']:,} B measured ({report['arena']['method']}), "
+             f"{report['arena']['with_margin']:,} B with margin; RAM {ram['total']:,} B with I/O buffers",
+             f"  flash ≈ {flash['total'] / 1024:,.1f} KB: model {flash['model'] / 1024:,.1f} KB + framework "
+             f"{flash['framework'] / 1024:.1f} KB + kernels {sum(flash['kernels'].values()) / 1024:.1f} KB (upper bound)",
+             f"  ops: {', '.join(report['ops'])}; {report['seconds_per_inference'] * 1e6:,.0f} µs per inference "
+             "on x86 (reference kernels, not device timing)"]
+    for key, verdict in report["boards"].items():
+        mark = "✓" if verdict["fits"] else "✗"
+        lines.append(f"  {mark} {key:<12} {verdict['board']}: RAM headroom {verdict['ram_headroom'] / 1024:+,.1f} KB, "
+                     f"flash headroom {verdict['flash_headroom'] / 1024:+,.1f} KB")
+    return lines

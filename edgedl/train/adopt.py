@@ -1,0 +1,127 @@
+"""Adopt a model trained elsewhere: a ``.keras`` file plus a model card become a run folder.
+
+The run folder is the same one ``edgedl train`` writes (model.keras, manifest.json, heldout.npz,
+calibration.npz, history.json), so export, validate, bench, bundle and the pipeline treat the model
+exactly like one edgedl trained. What training would have recorded comes from the card: the task,
+the class names, how raw data becomes model input, the held-out data and the calibration data.
+The preprocessing decision is printed and recorded like a trained run's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from .. import data as data_lib
+from ..core.card import Card, load_card
+from ..core.env import library_versions
+from ..core.errors import DataError, UsageError
+from ..core.files import sha256_file, staging_dir, sweep_leftovers, write_json, write_npz
+from ..core.layout import CALIBRATION_FILE, HELDOUT_FILE, HISTORY_FILE, MANIFEST, MODEL_FILE
+from ..core.metrics import accuracy
+from ..core.outputs import claim, safe_name
+from ..runners.keras import KerasRunner
+from ..runners.modelio import model_facts
+
+
+def adopt(model_path: str | Path, card_path: str | Path, out: str | Path, name: str | None = None,
+          unsafe: bool = False, say=print) -> dict:
+    """Write the run folder ``out`` for ``model_path`` described by the card; return its manifest."""
+    model_path, card = Path(model_path), load_card(card_path)
+    if not card.heldout:
+        raise UsageError(f"model card {card_path} names no held-out data",
+                         hint="add [data] heldout = \"heldout.npz\" (inputs x or one per input; labels y)")
+    runner = KerasRunner(model_path, safe_mode=not unsafe)
+    facts = model_facts(runner.model)
+    out = claim(out, "run")
+    sweep_leftovers(out)
+    started = time.perf_counter()
+    heldout, labels, preprocessing = _load(card.heldout, runner, facts, card, say)
+    calibration = _load(card.calibration, runner, facts, card, say)[0] if card.calibration else None
+    outputs = runner.infer(heldout)
+    task = card.task or ("classification" if labels and labels[0].dtype.kind in "iu" else "regression")
+    with staging_dir(out, "run") as staging:
+        shutil.copyfile(model_path, staging / MODEL_FILE)
+        write_npz(staging / HELDOUT_FILE, **_keyed("x", heldout), **_keyed("y", labels, runner.outputs))
+        if calibration is not None:
+            write_npz(staging / CALIBRATION_FILE, **_keyed("x", calibration))
+        write_json(staging / HISTORY_FILE, {})
+        manifest = _manifest(model_path, card, runner, task, preprocessing, heldout, labels, outputs, staging,
+                             name, calibration is not None, time.perf_counter() - started)
+        write_json(staging / MANIFEST, manifest)
+        for file in (MODEL_FILE, HELDOUT_FILE, CALIBRATION_FILE, HISTORY_FILE, MANIFEST):
+            if (staging / file).exists():
+                os.replace(staging / file, out / file)
+    return manifest
+
+
+def _load(path: Path, runner, facts: dict, card: Card, say):
+    names = [t.name for t in runner.inputs]
+    raw, labels = data_lib.read_named(path, names, [t.name for t in runner.outputs], None, "model card data")
+    first = next((raw[t.name] for t in runner.inputs if not t.dtype.startswith(("int", "uint"))), None)
+    preprocessing = None
+    if first is not None:
+        preprocessing = data_lib.decide_preprocessing(first.dtype, 1 / 255 if first.dtype == np.uint8 else 1.0,
+                                                      facts, card.preprocessing)
+        say(f"input preprocessing ({path.name}): {preprocessing['reason']}")
+    arrays = [data_lib.fit_to_input(raw[t.name] if t.dtype.startswith(("int", "uint")) or preprocessing is None
+                                    else data_lib.apply_preprocessing(raw[t.name], preprocessing),
+                                    tuple(t.shape[1:]), f"{path.name} {t.name}", dtype=t.dtype)
+              for t in runner.inputs]
+    counts = {len(a) for a in arrays} | {len(y) for y in labels.values()}
+    if len(counts) != 1:
+        raise DataError(f"{path}: inputs and labels hold different numbers of samples: {sorted(counts)}")
+    return arrays, [labels.get(t.name) for t in runner.outputs if t.name in labels], preprocessing
+
+
+def _keyed(prefix: str, arrays: list, specs=None) -> dict:
+    """``x``/``y`` for a single tensor, else ``x_<name>``/``y_<name>`` (what validate reads back)."""
+    if not arrays:
+        return {}
+    if len(arrays) == 1:
+        return {prefix: arrays[0]}
+    names = [t.name for t in specs] if specs else [f"{i}" for i in range(len(arrays))]
+    return {f"{prefix}_{name}": array for name, array in zip(names, arrays, strict=False)}
+
+
+def _manifest(model_path, card, runner, task, preprocessing, heldout, labels, outputs, staging, name,
+              calibrated, seconds) -> dict:
+    first = heldout[0]
+    if preprocessing is not None:
+        preprocessing["input_range"] = data_lib.value_range(first) if first.dtype.kind == "f" else None
+    metrics = {"epochs_run": 0}
+    if labels and task == "classification":
+        metrics["test_accuracy"] = accuracy(outputs[0], labels[0])
+    elif labels:
+        error = outputs[0].reshape(len(outputs[0]), -1) - np.asarray(labels[0], np.float32).reshape(len(labels[0]), -1)
+        metrics |= {"test_mae": float(np.mean(np.abs(error))), "test_rmse": float(np.sqrt(np.mean(error**2)))}
+    entry = lambda file: {"file": file, "sha256": sha256_file(staging / file), "size": (staging / file).stat().st_size}  # noqa: E731
+    return {
+        "edgedl": "training-run/1",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "name": safe_name(name or model_path.stem),
+        "architecture": None,
+        "model_source": str(model_path),
+        "adopted": {"card": str(card.path), **card.describe()},
+        "model": entry(MODEL_FILE),
+        "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in runner.inputs],
+        "outputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in runner.outputs],
+        "task": task,
+        "sequence_output": len(outputs[0].shape) == 3,
+        "class_names": card.labels or [],
+        "dataset": {"name": card.heldout.stem, "sample_shape": list(first.shape[1:]),
+                    "sample_kind": data_lib.sample_kind(first), "dtype": str(first.dtype), "task": task,
+                    "sizes": {"train": 0, "val": 0, "test": len(first)}, "preprocessing": preprocessing,
+                    "source": str(card.train) if card.train else None},
+        "training": {"adopted": True, "time_s": round(seconds, 2), "devices": [], "epochs": 0},
+        "metrics": metrics,
+        "calibration": {**entry(CALIBRATION_FILE), "count": None} if calibrated else None,
+        "heldout": {**entry(HELDOUT_FILE), "count": len(first)},
+        "history": HISTORY_FILE,
+        "versions": library_versions(),
+    }

@@ -1,0 +1,140 @@
+"""``--keep-float auto``: the fewest Keras layers to keep in float so that an int8 model meets its gates.
+
+Greedy forward search, one layer at a time:
+1. every layer not yet kept float is tried in addition to the current set, all candidates converted in
+   one export worker (calibrated once) and validated against one Keras reference;
+2. candidates are ranked by the worst output SQNR on the held-out data (a continuous measure of the
+   whole output's error: it moves with each layer's effect, where agreement moves by whole samples and
+   would tune the choice to a few flipped ones); the first candidate set that passes the gates, fewest
+   layers first, wins;
+3. otherwise the best-ranked candidate becomes the current set and the search goes on, up to
+   ``max_layers``. When no single layer raises the SQNR, adjacent pairs are tried too: an activation
+   whose range hurts can only be float when both the layer making it and the layer reading it are.
+
+Per-tensor error statistics (TensorFlow's QuantizationDebugger) are not used to rank: measured on a
+Transformer they are flat across layers and blame ops that TF's own interpreter miscomputes; the
+effect of keeping a layer float is what decides (docs/BENCHMARKS.md, Rescuing int8).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..core.errors import ParityFailure, UsageError
+from ..core.files import staging_dir
+from .run import ValidateOptions, validate
+
+MAX_LAYERS = 4
+MIN_GAIN_DB = 0.5  # an SQNR gain below this is noise: time to try pairs
+
+
+def keep_float_search(source: str | Path, fmt: str, export_options, validate_options: ValidateOptions,
+                      work: Path, max_layers: int = MAX_LAYERS, say=print) -> dict:
+    """Search the layers to keep float for ``fmt`` (tflite or onnx); return {"layers", "steps", "passed", …}.
+
+    Raises ParityFailure, with the best set found and its numbers, when no set of up to ``max_layers``
+    layers passes.
+    """
+    from ..export import Target, export, layers_with_ops
+
+    layers = layers_with_ops(source, export_options)
+    say(f"keep-float search ({fmt}): {len(layers)} layers with ops; ranking by output SQNR, gates decide")
+    current: list[str] = []
+    baseline = None
+    steps = []
+    with staging_dir(work, "keep-float-search") as folder:
+        reference_path = folder / "reference"  # the Keras outputs, saved by the first validation
+        for step in range(1, max_layers + 1):
+            sets = _candidates(layers, current, pairs=bool(steps) and steps[-1]["gain_db"] < MIN_GAIN_DB)
+            if not sets:
+                break
+            targets = [Target(fmt, "mixed", keep_float=tuple(s), tag=f"s{step}c{i}") for i, s in enumerate(sets)]
+            if baseline is None:  # plain int8 alongside the first candidates: where the search starts from
+                targets.append(Target(fmt, "int8", tag="baseline"))
+            records = export(source, targets, out=folder / f"step{step}", options=export_options)
+            rows = _score(source, records, sets + [[]], validate_options, reference_path, folder)
+            if baseline is None:
+                baseline = rows.pop()
+                if baseline["passed"]:  # nothing needs to be float: say so rather than pay for float layers
+                    say(f"  plain int8 already passes (SQNR {baseline['sqnr_db']:.1f} dB): no layer kept float")
+                    return {"layers": [], "steps": [], "passed": True, "baseline": baseline, "candidates": layers}
+            best = max(rows, key=lambda r: r["sqnr_db"])
+            passing = [r for r in rows if r["passed"]]
+            chosen = min(passing, key=lambda r: (len(r["layers"]), -r["sqnr_db"])) if passing else best
+            before = steps[-1]["sqnr_db"] if steps else (baseline or {}).get("sqnr_db", float("-inf"))
+            steps.append({"step": step, "tried": len(sets), "layers": chosen["layers"], "sqnr_db": chosen["sqnr_db"],
+                          "gain_db": chosen["sqnr_db"] - before, "passed": chosen["passed"],
+                          "agreement": chosen.get("agreement"), "failures": chosen["failures"]})
+            say(f"  step {step}: {len(sets)} candidate(s); best {', '.join(chosen['layers'])}: SQNR "
+                f"{chosen['sqnr_db']:.1f} dB ({steps[-1]['gain_db']:+.1f})"
+                + (" ✓ passes the gates" if chosen["passed"] else f" ✗ {chosen['failures'][0]}"))
+            if chosen["passed"]:
+                return {"layers": chosen["layers"], "steps": steps, "passed": True, "baseline": baseline,
+                        "candidates": layers}
+            current = chosen["layers"]
+    last = steps[-1] if steps else {"layers": [], "sqnr_db": None, "failures": ["no candidate"]}
+    raise ParityFailure(f"no set of up to {max_layers} float layers makes the {fmt} int8 model pass: best "
+                        f"{', '.join(last['layers'])} ({last['failures'][0]})",
+                        hint="try --quantize int16x8, quantization-aware training (edgedl finetune --qat), "
+                             "or dynamic range")
+
+
+def _candidates(layers: list[str], current: list[str], pairs: bool) -> list[list[str]]:
+    rest = [name for name in layers if name not in current]
+    sets = [current + [name] for name in rest]
+    if pairs:  # neighbours in graph order: the maker and the reader of one activation
+        sets += [current + [a, b] for a, b in zip(rest, rest[1:], strict=False)]
+    return sets
+
+
+def _score(source, records: list[dict], sets: list[list[str]], options: ValidateOptions, saved: Path,
+           folder: Path) -> list[dict]:
+    """Validate every candidate (the Keras reference computed once, then reused from disk)."""
+    artifacts = [Path(r["out_dir"]) / r["file"] for r in records]
+    first = not (saved / "reference.json").exists()
+    quiet = dataclasses.replace(options, report=str(folder / "validation.json"), layers=False, keep_inputs=0,
+                                save_results=str(saved) if first else None,
+                                reference=None if first else str(saved / "reference"))
+    summary = validate(source, artifacts, quiet, say=lambda m: None)
+    if "synthetic" in summary["evidence"]:
+        raise UsageError("--keep-float auto needs held-out data to judge candidates by",
+                         hint="export a training run, or give the .keras file a model card naming [data] heldout")
+    rows = []
+    for layers, report in zip(sets, summary["artifacts"], strict=False):
+        rows.append({"layers": layers, "passed": bool(report.get("passed")), "sqnr_db": _worst_sqnr(report),
+                     "agreement": _first(report, "agreement"),
+                     "failures": [f for o in report.get("outputs", []) for f in o.get("failures", [])]
+                     or [report.get("error", "passes")]})
+    return rows
+
+
+def _worst_sqnr(report: dict) -> float:
+    values = [o["metrics"].get("sqnr_db") for o in report.get("outputs", []) if o.get("metrics")]
+    values = [v for v in values if v is not None]
+    return min(values) if values else float("-inf")
+
+
+def _first(report: dict, key: str):
+    outputs = report.get("outputs") or [{}]
+    return (outputs[0].get("metrics") or {}).get(key)
+
+
+def export_with_search(source: str | Path, targets: list, out: str | Path | None, export_options,
+                       validate_options: ValidateOptions, say=print) -> list[dict]:
+    """Export ``targets``; each mixed one (``--keep-float auto``) first gets its layers by the search above,
+    which is recorded in its sidecar."""
+    from ..export import Target, export
+    from ..export.source import resolve_source
+
+    work = Path(out or resolve_source(source, export_options).default_out)
+    resolved = []
+    for target in targets:
+        if target.precision != "mixed" or target.keep_float:
+            resolved.append(target)
+            continue
+        found = keep_float_search(source, target.format, export_options, validate_options, work, say=say)
+        say(f"keep-float ({target.format}): {', '.join(found['layers'])}")
+        resolved.append(Target(target.format, "mixed", keep_float=tuple(found["layers"]),
+                               facts={"keep_float_search": found}))
+    return export(source, resolved, out=out, options=export_options, progress=say)
