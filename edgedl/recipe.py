@@ -21,7 +21,7 @@ RUNTIME_SETTINGS = ("device", "strategy", "mixed_precision", "verbose", "task", 
 TRAIN_KEYS = {*TRAIN_SETTINGS, "seed", "qat_epochs", "backend"}
 GATE_KEYS = {"max_accuracy_drop", "min_agreement", "max_latency_ms", "max_size_kb"}
 DEFAULT_CALIBRATION_SAMPLES = 200
-RESCUE_RUNGS = ("keep_float", "int16x8", "qat")
+RESCUE_RUNGS = ("calibration", "keep_float", "int16x8", "qat")
 AUGMENTATIONS = ("none", "shift")
 MAX_SEED = 2**32 - 1  # numpy and Keras seeds are unsigned 32-bit
 
@@ -105,6 +105,7 @@ class Recipe:
     train: dict = field(default_factory=dict)
     targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
+    calibration_method: str = "minmax"  # int8 activation ranges, as export's --calibration-method (checked there)
     gates: dict = field(default_factory=dict)
     path: Path | None = None
     task: str | None = None
@@ -157,6 +158,7 @@ def load_recipe(path: str | Path) -> Recipe:
         targets=list(targets),
         calibration_samples=_in_recipe(path, _whole, export.get("calibration_samples", DEFAULT_CALIBRATION_SAMPLES),
                                        1, "calibration_samples"),
+        calibration_method=_text(export.get("calibration_method", "minmax"), "[export] calibration_method", path),
         gates=gates,
         path=path,
         rescue=list(rungs),

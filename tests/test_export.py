@@ -84,6 +84,36 @@ def test_functional_model_two_inputs_two_outputs(tmp_path):
         assert len(record["inputs"]) == 2 and len(record["outputs"]) == 2
 
 
+def test_tflite_activation_ranges_follow_the_calibration_method(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,), name="x"), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.save(tmp_path / "m.keras")
+    x = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
+    x[7] *= 40  # one outlier sample: min/max spends the input's int8 grid on it, entropy clips it
+    np.savez(tmp_path / "calib.npz", x=x)
+    scales = {}
+    for method in ("minmax", "entropy"):
+        options = ExportOptions(calibration=str(tmp_path / "calib.npz"), calibration_method=method)
+        record = export(tmp_path / "m.keras", plan_targets(["tflite"], ["int8"])[0], out=tmp_path / method,
+                        options=options)[0]
+        assert record["calibration_method"] == method
+        scales[method] = record["inputs"][0]["quantization"]["scale"]
+    assert scales["entropy"] < scales["minmax"] / 4, scales
+
+    options = ExportOptions(calibration=str(tmp_path / "calib.npz"), calibration_method="auto")
+    records = export(tmp_path / "m.keras", plan_targets(["tflite"], ["int8", "int16x8"])[0], out=tmp_path / "auto",
+                     options=options)
+    int8, int16 = (next(r for r in records if r["precision"] == p) for p in ("int8", "int16x8"))
+    assert int8["calibration_auto"] and set(int8["calibration_measured"]) == {"minmax", "entropy", "percentile"}
+    assert int8["calibration_method"] == max(int8["calibration_measured"], key=lambda m: (
+        int8["calibration_measured"][m]["agreement"], int8["calibration_measured"][m]["sqnr_db"]))
+    # int16x8 cannot take another method: said in its sidecar, not silently ignored
+    assert int16["calibration_method"] == "minmax" and "int8 and mixed targets only" in int16["notes"][0]
+
+
 def test_unsupported_mode_is_refused_before_converting(tmp_path):
     import keras
 

@@ -139,6 +139,16 @@ def test_each_rescue_raises_agreement_and_accuracy_over_plain_ptq(outlier_run, c
     ptq = _row(run, exports / "outlier_cnn_int8.tflite", capsys, tmp_path)
     assert ptq["verdict"] == "FAIL", "the premise: full-int8 PTQ fails on outlier channels"
 
+    from types import SimpleNamespace
+
+    from edgedl.pipeline.rescue import climb
+
+    ranged = climb("calibration", "tflite", SimpleNamespace(name="outlier_cnn"), run, run.parent, {}, print)
+    assert ranged["artifact"] == "outlier_cnn_int8-calibrated.tflite" and ranged["method"] in ("entropy", "percentile")
+    assert (exports / "outlier_cnn_int8.tflite").exists(), "the rung writes beside PTQ, never over it"
+    facts = json.loads((exports / "outlier_cnn_int8-calibrated.tflite.json").read_text())
+    assert facts["calibration_auto"] and facts["io"] == "int8", "still full integer, the choice recorded"
+
     code, _, err = run_cli(["export", run, "--quantize", "int8", "--keep-float", "auto"], capsys)
     assert code == 0, err
     mixed = _row(run, exports / "outlier_cnn_mixed.tflite", capsys, tmp_path)
@@ -154,6 +164,7 @@ def test_each_rescue_raises_agreement_and_accuracy_over_plain_ptq(outlier_run, c
     assert run_cli(["export", run.parent / "qat", "--format", "tflite,onnx", "--quantize", "int8"], capsys)[0] == 0
     qat = _row(run.parent / "qat", run.parent / "qat" / "exports" / "outlier_cnn-qat_int8.tflite", capsys, tmp_path)
 
+    assert ranged["agreement"] > ptq["agreement"] and ranged["sqnr_db"] > ptq["sqnr_db"], (ranged, ptq)
     for name, rescue in (("keep_float", mixed), ("int16x8", int16), ("qat", qat)):
         assert rescue["agreement"] > ptq["agreement"], (name, rescue["agreement"], ptq["agreement"])
         assert rescue["candidate_accuracy"] > ptq["candidate_accuracy"], (name, rescue, ptq)
@@ -241,3 +252,11 @@ def test_layer_norm_is_exported_in_its_integer_friendly_form_and_computes_the_sa
 def test_pipeline_help_explains_the_ladder(capsys):
     code, out, _ = run_cli(["pipeline", "--help"], capsys)
     assert code == 0 and "--no-rescue" in out and "rescue ladder" in out
+
+
+def test_a_recipe_with_an_unknown_calibration_method_stops_before_training(tmp_path, capsys):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[model]\narchitecture = "mlp"\n[export]\ncalibration_method = "median"\n')
+    code, _, err = run_cli(["pipeline", recipe, "--out", tmp_path / "p"], capsys)
+    assert code == 2 and "calibration_method must be one of minmax, entropy, percentile, auto" in err, err
+    assert "Traceback" not in err and not (tmp_path / "p" / "r" / "run").exists()

@@ -34,6 +34,7 @@ def test_load_recipe_reads_every_table(tmp_path):
     assert (recipe.name, recipe.architecture, recipe.data, recipe.seed) == ("tiny", "mlp", "digits8x8", 3)
     assert recipe.train == {"epochs": 4} and recipe.targets == ["tflite:int8"]
     assert recipe.calibration_samples == 32 and recipe.gates == {"min_agreement": 0.98}
+    assert recipe.calibration_method == "minmax"  # the converters' own default unless a recipe asks
 
 
 def test_load_recipe_defaults_and_name_from_file(tmp_path):
@@ -227,11 +228,36 @@ def test_layout_names_and_precision(tmp_path):
     assert layout.precision_of(artifact) == "dynamic"  # the sidecar outranks the name
     assert layout.precision_of(tmp_path / "model.tflite", {}) is None
     assert layout.model_key("cnn_int8.tflite") == "cnn.tflite"
+    assert layout.model_key("cnn_int8-calibrated.tflite") == "cnn.tflite"  # a tagged variant groups with its model
+    assert layout.model_key("my_fp32_net_int8.onnx") == "my_fp32_net.onnx"  # only the tail is the precision
     assert layout.format_of("a.ONNX") == "onnx"
     with pytest.raises(UsageError, match="unknown artifact type .pb"):
         layout.format_of("m.pb")
     (tmp_path / "notes.txt").write_text("")
     assert layout.find_artifacts([tmp_path]) == [artifact]
+
+
+def test_activation_ranges_clip_outliers_and_primed_histograms_stay_small():
+    from edgedl.export.ranges import BINS, collector, computed_ranges, most_faithful
+
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(size=512).astype(np.float32) for _ in range(60)]  # 1 in 30,720: under 0.005 %
+    batches[-1][0] = 60.0  # one outlier, seen last: min/max would spend the int8 grid on it
+    low, high = min(b.min() for b in batches), max(b.max() for b in batches)
+    for method in ("entropy", "percentile"):
+        histograms = collector(method, {"t": (float(low), float(high))})
+        for b in batches:
+            histograms.collect({"t": b})
+        assert len(histograms.histogram_dict["t"][0]) == BINS, "primed with the known range: no growth"
+        clipped = computed_ranges(histograms)["t"]
+        assert low <= clipped[0] < 0 < clipped[1] < 10, (method, clipped)
+    unprimed = collector("entropy")
+    for b in batches:
+        unprimed.collect({"t": b})
+    assert len(unprimed.histogram_dict["t"][0]) > 4 * BINS, "what priming prevents"
+    scores = {"minmax": {"agreement": 0.98, "sqnr_db": 30.0}, "entropy": {"agreement": 0.99, "sqnr_db": 20.0},
+              "percentile": {"agreement": 0.99, "sqnr_db": 25.0}}
+    assert most_faithful(scores) == "percentile"  # agreement first, then SQNR
 
 
 def test_metrics():

@@ -43,6 +43,7 @@ def runs(folder: Path) -> dict[str, Path]:
 def table(folder: Path) -> str:
     from edgedl.api import bench, export, validate
     from edgedl.core.files import read_json
+    from edgedl.export.ranges import METHODS
     from edgedl.pipeline.rescue import climb
     from edgedl.recipe import RESCUE_RUNGS, Recipe
 
@@ -58,6 +59,8 @@ def table(folder: Path) -> str:
         for rung in RESCUE_RUNGS:
             record = climb(rung, "tflite", recipe, run, folder / f"{name}-rescue", {}, say=lambda m: None)
             note = ", ".join(record.get("layers") or []) and f"float: {', '.join(record['layers'])}"
+            if record.get("method"):
+                note = f"activation ranges: {record['method']} (of {', '.join(METHODS)})"
             if rung == "keep_float" and record.get("passed") and not record.get("layers"):
                 note = "nothing needs float (PTQ passes)"
             if record.get("reference"):

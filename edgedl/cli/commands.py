@@ -8,7 +8,7 @@ import click
 
 from ..core.errors import EdgedlError, GateFailure, ParityFailure
 from ..data import DEFAULT_DATA, builtin_names
-from ..export.plan import DEFAULT_OPSET, IO_TYPES, ONNX_CALIBRATION_METHODS, ONNX_QUANT_RECIPES, OPSET_RANGE
+from ..export.plan import CALIBRATION_METHODS, DEFAULT_OPSET, IO_TYPES, ONNX_QUANT_RECIPES, OPSET_RANGE
 from ..recipe import MAX_SEED
 from ..train.backends import BACKENDS
 from .group import card_options, cli, csv_list, finite, int_list, preprocessing_options, tolerance_option
@@ -159,9 +159,10 @@ def _parse_shapes(values: tuple[str, ...]) -> dict:
 @click.option("--keep-float", default=None, metavar="auto|LAYER,…",
               help="Keep these Keras layers in float in the int8 targets, which become NAME_mixed.tflite/.onnx "
                    "(int8 elsewhere, float I/O). auto searches the fewest layers that pass the validation gates.")
-@click.option("--calibration-method", type=click.Choice(ONNX_CALIBRATION_METHODS), default="minmax",
-              show_default=True, help="How ONNX static int8 sets activation ranges; auto builds each and keeps the "
-                                      "most faithful on the calibration samples (recorded in the sidecar).")
+@click.option("--calibration-method", type=click.Choice(CALIBRATION_METHODS), default="minmax",
+              show_default=True, help="How int8 sets activation ranges (TFLite int8 and mixed, ONNX static): "
+                                      "minmax, entropy or percentile (99.99 %) clipping; auto builds each and keeps "
+                                      "the most faithful on the calibration samples (recorded in the sidecar).")
 @click.option("--io", type=click.Choice(IO_TYPES), default="int8", show_default=True,
               help="Input/output type of full-integer TFLite models.")
 @click.option("--calibration", type=click.Path(dir_okay=False), default=None,
@@ -432,16 +433,17 @@ def bundle(artifact, out, targets, min_agreement, max_accuracy_drop, tolerances,
 @click.option("--backend", type=click.Choice(BACKENDS), default=None,
               help="The Keras backend that trains every recipe (export stays on TensorFlow). "
                    "[default: each recipe's [train] backend, else tensorflow]")
-@click.option("--no-rescue", is_flag=True, help="Do not climb the rescue ladder (keep_float → int16x8 → qat) when "
+@click.option("--no-rescue", is_flag=True, help="Do not climb the rescue ladder (calibration → keep_float → int16x8 → qat) when "
                                                 "an int8 artifact fails its gates.")
 def pipeline(recipes, out, force, epochs, max_accuracy_drop, min_agreement, max_latency_ms, max_size_kb,
              bench_time, no_layers, target, backend, no_rescue):
     """Train → export → validate → (rescue) → bench → (mcu) → bundle → report, for each RECIPE.
 
     RECIPES default to the seed models in models/ (mlp, cnn, lstm) on the built-in digits.
-    When an int8 artifact fails its gates, the rescue ladder tries keep_float (the fewest float
-    layers), int16x8, then quantization-aware fine-tuning, stopping at the first that passes
-    (a recipe's [rescue] rungs = [...] chooses). Steps whose inputs (model, data, settings,
+    When an int8 artifact fails its gates, the rescue ladder tries int8 with the most faithful
+    activation ranges (calibration), keep_float (the fewest float layers), int16x8, then
+    quantization-aware fine-tuning, stopping at the first that passes (a recipe's [rescue]
+    rungs = [...] chooses). Steps whose inputs (model, data, settings,
     library versions) are unchanged are skipped.
     Exits 1 and names the gate when a gate fails; junit.xml is written for CI systems.
 

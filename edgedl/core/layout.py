@@ -6,6 +6,7 @@ Every stage reads and writes these names, so they are defined here once, below a
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from .errors import ModelError, UsageError
@@ -28,6 +29,8 @@ SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
 ARTIFACT_SUFFIXES = tuple(SUFFIX.values())
 # int16x8: 16-bit activations, 8-bit weights; mixed: int8 with chosen layers kept in float (--keep-float)
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "int16x8", "mixed")
+# An artifact is NAME_PRECISION[-TAG].SUFFIX (a tag marks a variant, e.g. int8-calibrated): what follows NAME
+_PRECISION_TAIL = re.compile(rf"_(?:{'|'.join(sorted(PRECISIONS, key=len, reverse=True))})(?:-[A-Za-z0-9]+)?$")
 
 
 def load_run(run_dir: str | Path) -> dict:
@@ -115,7 +118,4 @@ def precision_of(artifact: Path, facts: dict | None = None) -> str | None:
 def model_key(artifact: str | Path) -> str:
     """The artifact's name without its precision: what groups the precisions of one model."""
     path = Path(artifact)
-    stem = path.stem
-    for token in PRECISIONS:
-        stem = stem.replace(f"_{token}", "")
-    return stem + path.suffix
+    return _PRECISION_TAIL.sub("", path.stem) + path.suffix

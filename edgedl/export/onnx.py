@@ -22,6 +22,7 @@ from ..runners.modelio import input_names as names_in
 from ..runners.modelio import output_names as names_out
 from .onnx_fixes import frozen_graph, native_gru, register_erfc
 from .plan import DEFAULT_OPSET
+from .ranges import BINS, METHODS, PERCENTILE, QUANTIZED_BINS, most_faithful
 
 RECIPES = ("static", "dynamic")
 
@@ -153,20 +154,12 @@ def _static(float_bytes: bytes, calibration, input_names, method: str, excluded:
         return _quantize_one(float_bytes, calibration, input_names, "static", method, excluded), \
             {"calibration_method": method}
     built = {m: _quantize_one(float_bytes, calibration, input_names, "static", m, excluded)
-             for m in CALIBRATION_METHODS}
+             for m in METHODS}
     scores = {m: _score(float_bytes, blob, calibration, input_names) for m, blob in built.items()}
-    best = max(scores, key=lambda m: (scores[m]["agreement"], scores[m]["sqnr_db"]))
+    best = most_faithful(scores)
     return built[best], {"calibration_method": best, "calibration_auto": True,
                          "calibration_measured": {m: {k: v for k, v in s.items() if k != "p50_us"}
                                                   for m, s in scores.items()}}
-
-
-# How each method sets an activation's range, for onnxruntime's static quantizer. Entropy needs its
-# histogram finer than the int8 grid: quantize_static's own Entropy uses 128 bins for 128 quantized
-# bins, which reproduces MinMax exactly (checked on onnxruntime 1.32), so edgedl computes it with
-# 2048 bins and hands the ranges over as tensor overrides.
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-PERCENTILE = 99.99
 
 
 def nodes_of(float_bytes: bytes, model, layers: tuple[str, ...]) -> list[str]:
@@ -229,11 +222,13 @@ def _calibration_options(prepared: Path, calibration, input_names, method: str, 
     if method == "percentile":
         return {"calibrate_method": q.CalibrationMethod.Percentile,
                 "extra_options": {"CalibPercentile": PERCENTILE}}
+    # entropy: onnxruntime's quantize_static would use 128 bins (= MinMax, see ranges.py), so the ranges
+    # are computed here with finer histograms and handed over as tensor overrides
     from onnxruntime.quantization.calibrate import create_calibrator
 
     calibrator = create_calibrator(str(prepared), augmented_model_path=str(tmp / "augmented.onnx"),
                                    calibrate_method=q.CalibrationMethod.Entropy,
-                                   extra_options={"num_bins": 2048, "num_quantized_bins": 128})
+                                   extra_options={"num_bins": BINS, "num_quantized_bins": QUANTIZED_BINS})
     calibrator.collect_data(_Reader(calibration, input_names))
     ranges = calibrator.compute_data()
     overrides = {name: [{"rmin": np.float32(data.range_value[0]), "rmax": np.float32(data.range_value[1])}]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core.errors import UsageError
+from .ranges import METHODS
 
 FORMATS = ("tflite", "onnx")
 QUANTIZE_CHOICES = ("none", "fp16", "dynamic", "int8", "int16x8")
@@ -13,7 +14,8 @@ PRECISION_OF = {"none": "fp32", "fp32": "fp32", "float32": "fp32", "fp16": "fp16
 SUPPORTED = {"tflite": ("fp32", "fp16", "dynamic", "int8", "int16x8", "mixed"), "onnx": ("fp32", "int8", "mixed")}
 # Precisions that need representative (calibration) data
 CALIBRATED = ("int8", "int16x8", "mixed")
-ONNX_CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "auto")
+# How int8 sets activation ranges (TFLite int8 and mixed, ONNX static); auto builds each and keeps the most faithful
+CALIBRATION_METHODS = (*METHODS, "auto")
 IO_TYPES = ("float", "int8", "uint8")
 ONNX_QUANT_RECIPES = ("auto", "static", "dynamic")
 DEFAULT_OPSET = 17
@@ -41,7 +43,7 @@ class ExportOptions:
     # Keras layers to keep in float in a "mixed" target (int8 elsewhere); "auto" is resolved by a search
     # above export (validate/rescue.py) into such a list before any conversion
     keep_float: list[str] = field(default_factory=list)
-    calibration_method: str = "minmax"  # ONNX static int8: minmax, entropy, percentile, or auto (measured)
+    calibration_method: str = "minmax"  # int8 activation ranges: minmax, entropy, percentile, or auto (measured)
 
 
 @dataclass

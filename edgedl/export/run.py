@@ -15,11 +15,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..core.env import die_with_parent
-from ..core.errors import ExportError
+from ..core.errors import ExportError, UsageError
 from ..core.files import locked, read_json, sweep_leftovers, write_json
 from ..core.layout import INDEX
 from ..core.outputs import claim
-from .plan import CALIBRATED, ExportOptions, Target
+from .plan import CALIBRATED, CALIBRATION_METHODS, ExportOptions, Target
 
 
 def export(source: str | Path, targets: list[Target], out: str | Path | None = None,
@@ -32,6 +32,9 @@ def export(source: str | Path, targets: list[Target], out: str | Path | None = N
     from .source import resolve_source
 
     options = options or ExportOptions()
+    if options.calibration_method not in CALIBRATION_METHODS:
+        raise UsageError(f"unknown calibration method {options.calibration_method!r}; choose from "
+                         f"{', '.join(CALIBRATION_METHODS)}")
     src = resolve_source(source, options, needs_calibration=any(t.precision in CALIBRATED for t in targets))
     out_dir = claim(out or src.default_out, "exports", protect=tuple(p for p in (src.run_dir,) if p))
     sweep_leftovers(out_dir)
@@ -95,7 +98,18 @@ def _run_jobs(src, targets: list[Target], out_dir: Path, options: ExportOptions,
 def _summary(target: Target, record: dict) -> str:
     if "error" in record:
         return f"    ✗ {target.label}: {record['error']}"
-    return f"    ✓ {record['file']}  {record['size']:,} B  {record['time_s']:.1f} s"
+    return f"    ✓ {record['file']}  {record['size']:,} B  {record['time_s']:.1f} s{_ranges_note(record)}"
+
+
+def _ranges_note(record: dict) -> str:
+    """The activation-range method an int8 artifact got, when it is not the default, and why (auto's scores)."""
+    facts = record.get("onnx_quantization") or record
+    method = facts.get("calibration_method")
+    if not method or (method == "minmax" and not facts.get("calibration_auto")):
+        return ""
+    measured = facts.get("calibration_measured") or {}
+    why = ", ".join(f"{m} {s['agreement']:.1%}/{s['sqnr_db']:.1f} dB" for m, s in measured.items())
+    return f"  ranges: {method}" + (f" (auto, agreement/SQNR on the calibration samples: {why})" if why else "")
 
 
 def _update_index(out_dir: Path, records: list[dict]) -> None:

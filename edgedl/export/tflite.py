@@ -20,14 +20,20 @@ from ..core.errors import ExportError
 from ..runners.modelio import input_names
 
 QUANTIZED = ("int8", "int16x8", "mixed")
+# Precisions whose activation ranges --calibration-method chooses. int16x8 is calibrated and quantized
+# in one C++ call of the converter (no pass between), and 16-bit steps leave little to clip.
+RANGED = ("int8", "mixed")
 
 
 def convert(model, precision: str, calibration: list[np.ndarray] | None, io: str = "int8",
-            allow_flex: bool = False, keep_float: tuple[str, ...] = ()) -> bytes:
-    """Return the ``.tflite`` bytes of ``model`` at ``precision`` (``keep_float``: a mixed target's layers)."""
+            allow_flex: bool = False, keep_float: tuple[str, ...] = (), calibration_method: str = "minmax") -> bytes:
+    """Return the ``.tflite`` bytes of ``model`` at ``precision`` (``keep_float``: a mixed target's layers;
+    ``calibration_method``: how an int8 or mixed target sets activation ranges, see ranges.py)."""
     from . import fused_lstm
+    from .ranges import tflite_ranges
 
-    with integer_layer_norm(precision in QUANTIZED):
+    method = calibration_method if precision in RANGED else "minmax"
+    with integer_layer_norm(precision in QUANTIZED), tflite_ranges(method):
         converter = converter_for(model)
         configure(converter, precision, calibration, io, allow_flex, input_names(model))
         try:

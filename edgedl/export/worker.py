@@ -20,6 +20,7 @@ from ..core.outputs import inside
 from ..runners.modelio import input_names, output_names
 from .calibration import load_calibration
 from .plan import CALIBRATED, Target
+from .ranges import METHODS, most_faithful
 
 _CACHE: dict = {}
 
@@ -46,7 +47,8 @@ def _convert_target(src: dict, target: dict, out_dir: Path, options: dict) -> di
     if fmt == "tflite":
         from . import tflite
 
-        blob = _tflite_bytes(model, precision, calibration, options, keep_float)
+        blob, range_facts = _tflite_bytes(model, precision, calibration, options, keep_float)
+        extra.update(range_facts)
         if options.get("target") and precision == "int8":
             _refuse_ops_without_tflm_kernel(blob, model, options["target"])
         if precision in ("int16x8", "mixed"):
@@ -72,12 +74,33 @@ def _convert_target(src: dict, target: dict, out_dir: Path, options: dict) -> di
     return _write_with_sidecar(path, blob, fmt, options, facts, started)
 
 
-def _tflite_bytes(model, precision: str, calibration, options: dict, keep_float: tuple[str, ...]) -> bytes:
+def _tflite_bytes(model, precision: str, calibration, options: dict,
+                  keep_float: tuple[str, ...]) -> tuple[bytes, dict]:
+    """The artifact's bytes, and how its activation ranges were chosen (for the sidecar)."""
+    from . import tflite
+
+    method = options.get("calibration_method") or "minmax"
+    if precision not in tflite.RANGED:
+        blob = _tflite_one(model, precision, calibration, options, keep_float, "minmax")
+        if precision in CALIBRATED and method != "minmax":  # said, not silently ignored
+            return blob, {"calibration_method": "minmax", "notes": [
+                f"{precision} uses min/max activation ranges: the converter calibrates and quantizes it in one "
+                f"step, so --calibration-method {method} applies to int8 and mixed targets only"]}
+        return blob, {}
+    if method != "auto":
+        return _tflite_one(model, precision, calibration, options, keep_float, method), {"calibration_method": method}
+    built = {m: _tflite_one(model, precision, calibration, options, keep_float, m) for m in METHODS}
+    scores = _scored(model, built, calibration[0])
+    best = most_faithful(scores)
+    return built[best], {"calibration_method": best, "calibration_auto": True, "calibration_measured": scores}
+
+
+def _tflite_one(model, precision: str, calibration, options: dict, keep_float: tuple[str, ...], method: str) -> bytes:
     from . import tflite
 
     try:
         blob = tflite.convert(model, precision, calibration and calibration[0], options["io"], options["allow_flex"],
-                              keep_float)
+                              keep_float, method)
     except ExportError as exc:
         op = re.search(r"16x8-bit not yet supported for op: '(\w+)'", str(exc))
         if precision == "int16x8" and op:
@@ -86,6 +109,23 @@ def _tflite_bytes(model, precision: str, calibration, options: dict, keep_float:
     if precision == "int16x8":
         _check_int16(blob, model)
     return blob
+
+
+def _scored(model, built: dict[str, bytes], calibration: list[np.ndarray]) -> dict:
+    """Each candidate's agreement with the Keras model and output SQNR on the calibration samples (first
+    output, as ONNX's choice is scored), each run in LiteRT in a child process."""
+    from ..core.metrics import agreement, sqnr_db
+    from ..runners.isolation import isolated_bytes
+    from ..runners.keras import KerasRunner
+
+    reference = KerasRunner(model).infer(calibration)[0]
+    scores = {}
+    for method, blob in built.items():
+        with isolated_bytes(blob, ".tflite", "litert") as runner:
+            candidate = runner.infer(calibration)[0]
+        scores[method] = {"size": len(blob), "agreement": agreement(reference, candidate),
+                          "sqnr_db": sqnr_db(reference, candidate)}
+    return scores
 
 
 def _check_int16(blob: bytes, model) -> None:

@@ -81,6 +81,8 @@ def _rescue_section(recipe: dict) -> str:
             note = rung.get("note") or ""
             if rung.get("layers"):
                 note = f"float: {', '.join(rung['layers'])}"
+            if rung.get("method"):
+                note = f"activation ranges: {rung['method']}"
             if rung.get("reference"):
                 note = f"vs {rung['reference']}; float accuracy {_fmt(rung.get('original_float_accuracy'), '.2%')} → " \
                        f"{_fmt(rung.get('float_accuracy'), '.2%')}"

@@ -1,6 +1,9 @@
 """The rescue ladder: when an int8 artifact fails its gates, try the remedies in order, re-prove each.
 
 Rungs (a recipe's ``[rescue] rungs`` chooses and orders them):
+0. ``calibration`` — int8 again, every activation-range method (minmax, entropy, percentile) built and
+   the most faithful on the calibration samples kept → ``NAME_int8-calibrated.tflite``/``.onnx``; still
+   fully integer, so it goes first: outlier activations that min/max stretches a scale over are clipped.
 1. ``keep_float`` — the fewest Keras layers kept in float (validate/rescue.py: greedy search ranked by
    output SQNR, gates decide) → ``NAME_mixed.tflite``/``.onnx``; most activations stay integer.
 2. ``int16x8`` — TFLite 16-bit activations, 8-bit weights, checked against LiteRT's kernels →
@@ -22,6 +25,7 @@ from ..core.files import read_json
 from ..core.layout import EXPORTS, MANIFEST, VALIDATION_REPORT
 
 QAT_RUN = "qat"
+CALIBRATED_TAG = "calibrated"
 
 
 def failing_int8(validation: dict) -> list[dict]:
@@ -52,6 +56,8 @@ def ladder(recipe, run_dir: Path, folder: Path, failing: list[dict], tolerances:
 
 def climb(rung: str, fmt: str, recipe, run_dir: Path, folder: Path, tolerances: dict, say) -> dict:
     try:
+        if rung == "calibration":
+            return _calibrated(fmt, recipe, run_dir, tolerances)
         if rung == "keep_float":
             return _keep_float(fmt, recipe, run_dir, tolerances, say)
         if rung == "int16x8":
@@ -83,6 +89,19 @@ def _keep_float(fmt: str, recipe, run_dir: Path, tolerances: dict, say) -> dict:
                                  validate_options, say=lambda m: say("      " + m))
     record = _judge("keep_float", run_dir, Path(records[0]["out_dir"]) / records[0]["file"], tolerances)
     return record | {"layers": records[0].get("keep_float", []), "integer_ops": records[0].get("integer_ops")}
+
+
+def _calibrated(fmt: str, recipe, run_dir: Path, tolerances: dict) -> dict:
+    from ..export import Target, export
+
+    export_options, _ = _options(recipe, tolerances)
+    export_options.calibration_method = "auto"
+    if fmt == "onnx":
+        export_options.onnx_quant = "static"  # the calibration method is a static-quantization idea
+    records = export(run_dir, [Target(fmt, "int8", tag=CALIBRATED_TAG)], out=run_dir / EXPORTS, options=export_options)
+    record = _judge("calibration", run_dir, Path(records[0]["out_dir"]) / records[0]["file"], tolerances)
+    return record | {"method": records[0].get("calibration_method")
+                     or (records[0].get("onnx_quantization") or {}).get("calibration_method")}
 
 
 def _int16(recipe, run_dir: Path, tolerances: dict) -> dict:
@@ -137,6 +156,8 @@ def _summary(record: dict) -> str:
             f"{(record.get('size') or 0) / 1024:,.1f} KB")
     if record.get("layers"):
         text += f"; float layers: {', '.join(record['layers'])}"
+    if record.get("method"):
+        text += f"; activation ranges: {record['method']}"
     if not record["passed"] and record.get("failures"):
         text += f" ← {record['failures'][0]}"
     return text

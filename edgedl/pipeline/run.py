@@ -88,9 +88,14 @@ def pipeline(recipes: list[str | Path] | None = None, options: PipelineOptions |
 
 
 def _load_all(paths: list[Path]) -> list[Recipe]:
+    from ..export.plan import CALIBRATION_METHODS
+
     loaded = [load_recipe(p) for p in paths]
     folders: dict[str, Path] = {}
     for recipe in loaded:
+        if recipe.calibration_method not in CALIBRATION_METHODS:  # before any recipe starts training
+            raise UsageError(f"recipe {recipe.path}: [export] calibration_method must be one of "
+                             f"{', '.join(CALIBRATION_METHODS)}, got {recipe.calibration_method!r}")
         recipe.name = safe_name(recipe.name)  # a recipe name becomes a folder and artifact names
         if recipe.name in folders:
             raise UsageError(f"recipes {folders[recipe.name]} and {recipe.path} both name the model "
@@ -121,7 +126,7 @@ def _run_recipe(recipe: Recipe, options: PipelineOptions, say) -> dict:
     run = read_json(run_dir / MANIFEST, "training manifest")
 
     expected = _expected_artifacts(recipe)
-    export_key = step_key("export", run["model"]["sha256"], recipe.targets, (run.get("calibration") or {}).get("sha256"),
+    export_key = step_key("export", run["model"]["sha256"], recipe.targets, recipe.calibration_method, (run.get("calibration") or {}).get("sha256"),
                           versions)
     _step(cache, "export", export_key, timings, say, lambda: _export(recipe, run_dir, export_dir, say),
           [str(export_dir / INDEX)] + [str(export_dir / f) for name in expected for f in (name, name + ".json")])
@@ -283,7 +288,8 @@ def _expected_artifacts(recipe: Recipe) -> list[str]:
 def _export(recipe: Recipe, run_dir: Path, export_dir: Path, say) -> dict:
     from ..export import ExportOptions, export, parse_targets
 
-    records = export(run_dir, parse_targets(recipe.targets), out=export_dir, options=ExportOptions(name=recipe.name),
+    options = ExportOptions(name=recipe.name, calibration_method=recipe.calibration_method)
+    records = export(run_dir, parse_targets(recipe.targets), out=export_dir, options=options,
                      progress=lambda m: say("    " + m))
     return {"artifacts": [r["file"] for r in records]}
 
