@@ -84,7 +84,7 @@ def test_functional_model_two_inputs_two_outputs(tmp_path):
         assert len(record["inputs"]) == 2 and len(record["outputs"]) == 2
 
 
-def test_tflite_activation_ranges_follow_the_calibration_method(tmp_path):
+def test_activation_ranges_follow_the_calibration_method(tmp_path):
     import keras
 
     keras.utils.set_random_seed(0)
@@ -102,6 +102,18 @@ def test_tflite_activation_ranges_follow_the_calibration_method(tmp_path):
         assert record["calibration_method"] == method
         scales[method] = record["inputs"][0]["quantization"]["scale"]
     assert scales["entropy"] < scales["minmax"] / 4, scales
+
+    # ONNX entropy clips the same input, but never a softmax's known 0…1 range (else classes saturate)
+    import onnx
+    from onnx import numpy_helper
+
+    options = ExportOptions(calibration=str(tmp_path / "calib.npz"), calibration_method="entropy", onnx_quant="static")
+    record = export(tmp_path / "m.keras", plan_targets(["onnx"], ["int8"])[0], out=tmp_path / "onnx", options=options)[0]
+    graph = onnx.load(tmp_path / "onnx" / record["file"]).graph
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    softmax = next(n.output[0] for n in graph.node if n.op_type == "Softmax")
+    quantize = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == softmax)
+    assert abs(float(constants[quantize.input[1]]) - 1 / 255) < 1e-6
 
     options = ExportOptions(calibration=str(tmp_path / "calib.npz"), calibration_method="auto")
     records = export(tmp_path / "m.keras", plan_targets(["tflite"], ["int8", "int16x8"])[0], out=tmp_path / "auto",

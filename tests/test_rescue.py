@@ -100,6 +100,7 @@ def test_int16x8_and_onnx_calibration_choice_on_the_sensor_model(sensor_pipeline
     onnx = json.loads((run / "more" / "sensor_int8.onnx.json").read_text())["onnx_quantization"]
     if onnx["recipe"] == "static":  # auto picked static QDQ: its calibration method was measured and recorded
         assert set(onnx["calibration_measured"]) == {"minmax", "entropy", "percentile"}
+        assert onnx["calibration_method"] in onnx["calibration_measured"], "the method chosen, not 'auto'"
     int16 = json.loads((run / "more" / "sensor_int16x8.tflite.json").read_text())
     assert int16["integer_ops"]["float"] == 0 and not int16["flex_ops"], "every op in int16/int8"
     code, stdout, err = run_cli(["validate", run, run / "more", "--report", run / "more" / "v.json"], capsys)
