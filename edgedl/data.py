@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .core.card import TASKS
 from .core.errors import DataError, UsageError
 
 DEFAULT_DATA = "digits"
@@ -26,7 +27,6 @@ MAX_IMAGE_PIXELS = 40_000_000  # larger images are refused before they are decod
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
 
 
-TASKS = ("classification", "regression")
 
 
 @dataclass

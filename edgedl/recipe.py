@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core.card import TASKS
 from .core.errors import UsageError
 from .core.files import read_toml
 from .data import DEFAULT_DATA
@@ -21,6 +22,7 @@ RUNTIME_SETTINGS = ("device", "strategy", "mixed_precision", "verbose", "task", 
 TRAIN_KEYS = {*TRAIN_SETTINGS, "seed", "qat_epochs", "backend"}
 GATE_KEYS = {"max_accuracy_drop", "min_agreement", "max_latency_ms", "max_size_kb"}
 DEFAULT_CALIBRATION_SAMPLES = 200
+DEFAULT_QAT_EPOCHS = 3  # quantization-aware fine-tuning: train --qat, finetune, the rescue ladder's qat rung
 RESCUE_RUNGS = ("calibration", "keep_float", "int16x8", "qat")
 AUGMENTATIONS = ("none", "shift")
 MAX_SEED = 2**32 - 1  # numpy and Keras seeds are unsigned 32-bit
@@ -114,7 +116,7 @@ class Recipe:
     tolerances: dict = field(default_factory=dict)  # parity limits, as validate's --tolerance
     # When an int8 artifact fails its gates, the pipeline tries these in order (pipeline/rescue.py)
     rescue: list[str] = field(default_factory=lambda: list(RESCUE_RUNGS))
-    qat_epochs: int = 3
+    qat_epochs: int = DEFAULT_QAT_EPOCHS
 
 
 def is_recipe(spec: str) -> bool:
@@ -143,7 +145,7 @@ def load_recipe(path: str | Path) -> Recipe:
     if not isinstance(rungs, list) or set(rungs) - set(RESCUE_RUNGS):
         raise UsageError(f"recipe {path}: [rescue] rungs must be a list drawn from {list(RESCUE_RUNGS)}, got {rungs!r}")
     task = data.get("task")
-    if task is not None and task not in ("classification", "regression"):
+    if task is not None and task not in TASKS:
         raise UsageError(f"recipe {path}: [data] task must be classification or regression, got {task!r}")
     return Recipe(
         name=_text(model.get("name", path.stem), "[model] name", path),
@@ -162,7 +164,7 @@ def load_recipe(path: str | Path) -> Recipe:
         gates=gates,
         path=path,
         rescue=list(rungs),
-        qat_epochs=_in_recipe(path, _whole, rescue.get("qat_epochs", 3), 1, "qat_epochs"),
+        qat_epochs=_in_recipe(path, _whole, rescue.get("qat_epochs", DEFAULT_QAT_EPOCHS), 1, "qat_epochs"),
     )
 
 

@@ -222,7 +222,10 @@ def test_sigkill_during_export_leaves_nothing_trusted_and_no_worker(run, tmp_pat
     for line in proc.stderr:  # wait until the first artifact is done and the second is under way
         if line.strip().startswith("[2/"):
             break
+    else:
+        pytest.fail("export never started its second target")
     workers = _children(proc.pid)
+    assert workers and proc.poll() is None, "the kill must land mid-export, on live workers"
     proc.kill()
     proc.wait()
     assert not _wait_gone(workers), "export workers must die with their parent"
@@ -251,6 +254,9 @@ def test_sigkill_during_pipeline_then_rerun_passes(after, tmp_path):
     for line in proc.stdout:
         if line.strip().startswith(f"{after}") and "done" in line:
             break
+    else:
+        pytest.fail(f"the pipeline never reported {after} done")
+    assert proc.poll() is None, "the kill must land mid-pipeline"
     proc.kill()
     proc.wait()
     done = subprocess.run(args, capture_output=True, text=True, env=ENV)

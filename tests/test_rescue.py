@@ -99,8 +99,14 @@ def test_int16x8_and_onnx_calibration_choice_on_the_sensor_model(sensor_pipeline
     assert code == 0, err
     onnx = json.loads((run / "more" / "sensor_int8.onnx.json").read_text())["onnx_quantization"]
     if onnx["recipe"] == "static":  # auto picked static QDQ: its calibration method was measured and recorded
-        assert set(onnx["calibration_measured"]) == {"minmax", "entropy", "percentile"}
         assert onnx["calibration_method"] in onnx["calibration_measured"], "the method chosen, not 'auto'"
+    code, _, err = run_cli(["export", run, "--format", "onnx", "--quantize", "int8", "--onnx-quant", "static",
+                            "--calibration-method", "auto", "--out", run / "static"], capsys)
+    assert code == 0, err
+    static = json.loads((run / "static" / "sensor_int8.onnx.json").read_text())["onnx_quantization"]
+    assert static["recipe"] == "static" and static["calibration_auto"]
+    assert set(static["calibration_measured"]) == {"minmax", "entropy", "percentile"}
+    assert static["calibration_method"] in static["calibration_measured"], "the method chosen, not 'auto'"
     int16 = json.loads((run / "more" / "sensor_int16x8.tflite.json").read_text())
     assert int16["integer_ops"]["float"] == 0 and not int16["flex_ops"], "every op in int16/int8"
     code, stdout, err = run_cli(["validate", run, run / "more", "--report", run / "more" / "v.json"], capsys)

@@ -163,6 +163,20 @@ def test_a_wrong_architecture_signature_is_a_clear_error(tmp_path, capsys):
     assert code == 2 and "build(input_shape: tuple, num_classes: int)" in err and "Traceback" not in err
 
 
+def test_an_adopted_two_input_model_validates_from_its_run(zoo, tmp_path, capsys):
+    from edgedl.train.adopt import adopt
+
+    z = zoo["two_in_two_out"]
+    adopt(z.model, z.card, tmp_path / "run", say=lambda m: None)
+    held = np.load(tmp_path / "run" / "heldout.npz")
+    assert {"x_meta", "x_aux"} <= set(held.files), held.files  # keyed by input name, as validate reads them
+    assert _export(tmp_path / "run", tmp_path / "run" / "exports", "tflite", "none", capsys)[0] == 0
+    code, _, err = run_cli(["validate", tmp_path / "run", "--report", tmp_path / "v.json"], capsys)
+    assert code == 0, err
+    outputs = {o["name"]: o["metrics"] for o in json.loads((tmp_path / "v.json").read_text())["artifacts"][0]["outputs"]}
+    assert "agreement" in outputs["kind"] and "agreement" not in outputs["score"], "each output judged by its card task"
+
+
 def test_a_pipeline_recipe_adopts_a_trained_keras_file(zoo, tmp_path, capsys):
     z = zoo["text_cnn"]
     recipe = tmp_path / "text.toml"

@@ -44,7 +44,7 @@ def table(folder: Path) -> str:
     from edgedl.api import bench, export, validate
     from edgedl.core.files import read_json
     from edgedl.export.ranges import METHODS
-    from edgedl.pipeline.rescue import climb
+    from edgedl.pipeline.rescue import _pct, climb
     from edgedl.recipe import RESCUE_RUNGS, Recipe
 
     lines = ["| model | method | artifact | verdict | agreement | accuracy (Δ pp) | size (KB) | p50 (µs) | note |",
@@ -78,10 +78,6 @@ def table(folder: Path) -> str:
                          f"({_pp(row.get('accuracy_delta'))}) | {_kb(row.get('size'))} | "
                          f"{'–' if p50 is None else f'{p50:.1f}'} | {note} |")
     return "\n".join(lines)
-
-
-def _pct(value) -> str:
-    return "–" if value is None else f"{value:.2%}"
 
 
 def _pp(value) -> str:

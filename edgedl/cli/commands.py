@@ -9,7 +9,7 @@ import click
 from ..core.errors import EdgedlError, GateFailure, ParityFailure
 from ..data import DEFAULT_DATA, builtin_names
 from ..export.plan import CALIBRATION_METHODS, DEFAULT_OPSET, IO_TYPES, ONNX_QUANT_RECIPES, OPSET_RANGE
-from ..recipe import MAX_SEED
+from ..recipe import DEFAULT_QAT_EPOCHS, MAX_SEED
 from ..train.backends import BACKENDS
 from .group import card_options, cli, csv_list, finite, int_list, preprocessing_options, tolerance_option
 
@@ -81,7 +81,6 @@ def train(recipe, model, data, epochs, batch_size, learning_rate, augment, seed,
     click.echo(f"wrote {config.out / 'model.keras'} and {config.out / 'manifest.json'}")
 
 
-DEFAULT_QAT_EPOCHS = 3
 
 
 @cli.command()

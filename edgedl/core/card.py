@@ -94,8 +94,7 @@ def load_card(path: str | Path) -> Card:
 
 
 def with_flags(card: Card | None, task: str | None = None, labels: str | Path | None = None,
-               input_scale: float | None = None, input_offset: float | None = None,
-               heldout: str | Path | None = None) -> Card:
+               input_scale: float | None = None, input_offset: float | None = None) -> Card:
     """The card, with whatever the user also passed as flags taking precedence."""
     card = card or Card()
     if task is not None:
@@ -106,8 +105,6 @@ def with_flags(card: Card | None, task: str | None = None, labels: str | Path | 
         base = card.preprocessing or {"scale": 1.0, "offset": 0.0}
         card.preprocessing = {"scale": base["scale"] if input_scale is None else float(input_scale),
                               "offset": base["offset"] if input_offset is None else float(input_offset)}
-    if heldout is not None:
-        card.heldout = Path(heldout)
     return card
 
 

@@ -30,21 +30,6 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def ensure_writable_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` if needed and prove we can write there, before any long work starts."""
-    folder = Path(path)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".edgedl-probe-"):
-            pass
-    except OSError as exc:
-        raise EdgedlError(
-            f"cannot write to output directory {folder}: {exc.strerror or exc}",
-            hint="choose a writable --out",
-        ) from exc
-    return folder
-
-
 TEMP_SUFFIX = ".edgedl-tmp"
 STAGING_SUFFIX = ".edgedl-staging"
 _IN_FLIGHT: set[Path] = set()  # temporary files and staging folders this process has not finished

@@ -67,6 +67,8 @@ def resolver_methods(op_names: set[str]) -> list[str]:
 def mcu_check(source: str | Path, target: str | None = None, data: str | None = None, samples: int = 100,
               say=print) -> dict:
     """Check ``source`` (an int8 .tflite, or a bundle folder) under TFLite Micro; return the report."""
+    if target:
+        board(target)  # an unknown name is a usage error naming the boards, before any run
     model, inputs, expected, stateful, tensors = _resolve(Path(source), data, samples)
     say(f"running {model.name} in TFLite Micro's interpreter (reference kernels) on {len(inputs[0])} sample(s) …")
     with tempfile.TemporaryDirectory(prefix="edgedl-mcu-") as tmp:
@@ -89,7 +91,6 @@ def mcu_check(source: str | Path, target: str | None = None, data: str | None = 
     report["boards"] = {key: fit(report["ram"]["total"], report["flash"]["total"], b) for key, b in BOARDS.items()}
     report["passed"] = report["parity"]["passed"]
     if target:
-        board(target)  # an unknown name is a usage error naming the boards
         report["target"] = report["boards"][target.lower()] | {"key": target.lower()}
         report["passed"] = report["passed"] and report["target"]["fits"]
     return report

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..runners.base import quantize
+
 
 def c_array(data: bytes, name: str = "g_model_data") -> tuple[str, str]:
     """(model_data.cc, model_data.h) text for TFLite Micro: a 16-byte aligned array plus its length."""
@@ -60,8 +62,7 @@ def golden_data(inputs: list[np.ndarray], expected: list[np.ndarray], input_quan
 def _quantize(x: np.ndarray, quant: dict | None) -> np.ndarray:
     if not quant:
         return np.asarray(x).astype(np.int8)
-    q = np.round(np.asarray(x, np.float64) / quant["scale"]) + quant["zero_point"]
-    return np.clip(q, -128, 127).astype(np.int8)
+    return quantize(x, quant["scale"], quant["zero_point"], "int8")  # as golden.npz's LiteRT run was fed
 
 
 def main_cc(methods: list[str], arena: int, inputs: int, outputs: int, stateful: bool, steps: int) -> str:

@@ -191,12 +191,6 @@ def _lstm_ops(schema, model):
 HIDDEN_INTERMEDIATE = 4  # the integer kernel writes h with this intermediate's scale and zero point
 
 
-def hidden_scale_mismatches(flatbuffer: bytes) -> int:
-    """How many int8 fused LSTMs write h with another quantization than their output tensor declares."""
-    schema, model = _read(flatbuffer)
-    return sum(1 for subgraph, op in _lstm_ops(schema, model) if _mismatch(subgraph, op))
-
-
 def _mismatch(subgraph, op) -> bool:
     if op.intermediates is None or len(op.intermediates) <= HIDDEN_INTERMEDIATE:
         return False

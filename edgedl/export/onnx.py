@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import ExportError
-from ..core.metrics import agreement, sqnr_db
 from ..runners.modelio import input_names as names_in
 from ..runners.modelio import output_names as names_out
 from .onnx_fixes import frozen_graph, native_gru, register_erfc
 from .plan import DEFAULT_OPSET
-from .ranges import BINS, METHODS, PERCENTILE, QUANTIZED_BINS, most_faithful
+from .ranges import BINS, PERCENTILE, QUANTIZED_BINS, choose_method, faithfulness
 
 RECIPES = ("static", "dynamic")
 
@@ -131,18 +130,18 @@ def quantize(float_bytes: bytes, calibration: list[np.ndarray], input_names: lis
         return blob, {"recipe": "static", **chosen, **facts}
     if recipe != "auto":
         return _quantize_one(float_bytes, calibration, input_names, recipe), {"recipe": recipe}
+    reference = _float_outputs(float_bytes, calibration)
     candidates: dict = {}
     static_facts: dict = {}  # how static QDQ's ranges were chosen (with auto: which method, and each one's scores)
     for name in RECIPES:
         try:
             if name == "static":
-                candidates[name], static_facts = _static(float_bytes, calibration, input_names, method, [])
+                candidates[name], static_facts = _static(float_bytes, calibration, input_names, method, [], reference)
             else:
                 candidates[name] = _quantize_one(float_bytes, calibration, input_names, name)
         except ExportError as exc:
             candidates[name] = exc
-    scores = {name: _score(float_bytes, blob, calibration, input_names)
-              for name, blob in candidates.items() if isinstance(blob, bytes)}
+    scores = {name: _score(reference, blob, calibration) for name, blob in candidates.items() if isinstance(blob, bytes)}
     if not scores:
         raise ExportError(f"ONNX int8 failed with every recipe: {candidates}")
     chosen = _pick(scores, len(float_bytes))
@@ -150,19 +149,19 @@ def quantize(float_bytes: bytes, calibration: list[np.ndarray], input_names: lis
                                 **(static_facts if chosen == "static" else {})}
 
 
-def _static(float_bytes: bytes, calibration, input_names, method: str, excluded: list[str]) -> tuple[bytes, dict]:
-    """Static QDQ with one calibration method, or ``auto``: every method built and measured on the
-    calibration samples (agreement with float, then output SQNR); the most faithful is kept."""
+def _static(float_bytes: bytes, calibration, input_names, method: str, excluded: list[str],
+            reference: np.ndarray | None = None) -> tuple[bytes, dict]:
+    """Static QDQ with one calibration method, or ``auto`` (ranges.choose_method; ``reference``: float's
+    outputs on the calibration samples, when the caller has them already)."""
     if method != "auto":
         return _quantize_one(float_bytes, calibration, input_names, "static", method, excluded), \
             {"calibration_method": method}
-    built = {m: _quantize_one(float_bytes, calibration, input_names, "static", m, excluded)
-             for m in METHODS}
-    scores = {m: _score(float_bytes, blob, calibration, input_names) for m, blob in built.items()}
-    best = most_faithful(scores)
-    return built[best], {"calibration_method": best, "calibration_auto": True,
-                         "calibration_measured": {m: {k: v for k, v in s.items() if k != "p50_us"}
-                                                  for m, s in scores.items()}}
+    from ..runners.onnxrt import OnnxRuntimeRunner
+
+    reference = _float_outputs(float_bytes, calibration) if reference is None else reference
+    return choose_method(
+        lambda m: _quantize_one(float_bytes, calibration, input_names, "static", m, excluded),
+        lambda blob: faithfulness(reference, OnnxRuntimeRunner(blob).infer(calibration)[0], blob))
 
 
 def nodes_of(float_bytes: bytes, model, layers: tuple[str, ...]) -> list[str]:
@@ -267,11 +266,16 @@ class _Reader:
         return next(self._items, None)
 
 
-def _score(float_bytes: bytes, quant_bytes: bytes, calibration, input_names) -> dict:
+def _float_outputs(float_bytes: bytes, calibration) -> np.ndarray:
+    from ..runners.onnxrt import OnnxRuntimeRunner
+
+    return OnnxRuntimeRunner(float_bytes).infer(calibration)[0]
+
+
+def _score(reference: np.ndarray, quant_bytes: bytes, calibration) -> dict:
     """Size, agreement with float on the calibration samples, and single-sample p50 latency."""
     from ..runners.onnxrt import OnnxRuntimeRunner
 
-    reference = OnnxRuntimeRunner(float_bytes).infer(calibration)[0]
     runner = OnnxRuntimeRunner(quant_bytes)
     candidate = runner.infer(calibration)[0]
     one = runner.prepare([x[:1] for x in calibration])
@@ -282,5 +286,4 @@ def _score(float_bytes: bytes, quant_bytes: bytes, calibration, input_names) -> 
         start = time.perf_counter()
         runner.step(one)
         times.append(time.perf_counter() - start)
-    return {"size": len(quant_bytes), "agreement": agreement(reference, candidate),
-            "sqnr_db": sqnr_db(reference, candidate), "p50_us": float(np.median(times) * 1e6)}
+    return faithfulness(reference, candidate, quant_bytes) | {"p50_us": float(np.median(times) * 1e6)}

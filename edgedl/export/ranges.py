@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from ..core.metrics import agreement, sqnr_db
+
 METHODS = ("minmax", "entropy", "percentile")
 PERCENTILE = 99.99
 # Entropy needs its histogram finer than the int8 grid: onnxruntime's own default (128 bins for 128
@@ -56,6 +58,20 @@ def computed_ranges(histograms) -> dict:
 def most_faithful(scores: dict) -> str:
     """The method whose artifact agrees best with float on the calibration samples, then by output SQNR."""
     return max(scores, key=lambda m: (scores[m]["agreement"], scores[m]["sqnr_db"]))
+
+
+def faithfulness(reference: np.ndarray, candidate: np.ndarray, blob: bytes) -> dict:
+    """How an int8 candidate's first output compares with float's on the calibration samples."""
+    return {"size": len(blob), "agreement": agreement(reference, candidate), "sqnr_db": sqnr_db(reference, candidate)}
+
+
+def choose_method(build: Callable[[str], bytes], score: Callable[[bytes], dict]) -> tuple[bytes, dict]:
+    """``auto``, for either format: every method built and scored, the most faithful kept, and the
+    choice with every method's score returned for the sidecar."""
+    built = {method: build(method) for method in METHODS}
+    scores = {method: score(blob) for method, blob in built.items()}
+    best = most_faithful(scores)
+    return built[best], {"calibration_method": best, "calibration_auto": True, "calibration_measured": scores}
 
 
 # ---------------------------------------------------------------- TFLite

@@ -20,7 +20,7 @@ from ..core.outputs import inside
 from ..runners.modelio import input_names, output_names
 from .calibration import load_calibration
 from .plan import CALIBRATED, Target
-from .ranges import METHODS, most_faithful
+from .ranges import choose_method, faithfulness
 
 _CACHE: dict = {}
 
@@ -89,10 +89,8 @@ def _tflite_bytes(model, precision: str, calibration, options: dict,
         return blob, {}
     if method != "auto":
         return _tflite_one(model, precision, calibration, options, keep_float, method), {"calibration_method": method}
-    built = {m: _tflite_one(model, precision, calibration, options, keep_float, m) for m in METHODS}
-    scores = _scored(model, built, calibration[0])
-    best = most_faithful(scores)
-    return built[best], {"calibration_method": best, "calibration_auto": True, "calibration_measured": scores}
+    return choose_method(lambda m: _tflite_one(model, precision, calibration, options, keep_float, m),
+                         _litert_score(model, calibration[0]))
 
 
 def _tflite_one(model, precision: str, calibration, options: dict, keep_float: tuple[str, ...], method: str) -> bytes:
@@ -111,21 +109,19 @@ def _tflite_one(model, precision: str, calibration, options: dict, keep_float: t
     return blob
 
 
-def _scored(model, built: dict[str, bytes], calibration: list[np.ndarray]) -> dict:
-    """Each candidate's agreement with the Keras model and output SQNR on the calibration samples (first
-    output, as ONNX's choice is scored), each run in LiteRT in a child process."""
-    from ..core.metrics import agreement, sqnr_db
+def _litert_score(model, calibration: list[np.ndarray]):
+    """Scores a candidate against the Keras model on the calibration samples (first output, as ONNX's
+    choice is scored), running it in LiteRT in a child process."""
     from ..runners.isolation import isolated_bytes
     from ..runners.keras import KerasRunner
 
     reference = KerasRunner(model).infer(calibration)[0]
-    scores = {}
-    for method, blob in built.items():
+
+    def score(blob: bytes) -> dict:
         with isolated_bytes(blob, ".tflite", "litert") as runner:
-            candidate = runner.infer(calibration)[0]
-        scores[method] = {"size": len(blob), "agreement": agreement(reference, candidate),
-                          "sqnr_db": sqnr_db(reference, candidate)}
-    return scores
+            return faithfulness(reference, runner.infer(calibration)[0], blob)
+
+    return score
 
 
 def _check_int16(blob: bytes, model) -> None:

@@ -34,16 +34,17 @@ class StepCache:
         outputs = entry.get("outputs")
         if not isinstance(outputs, dict) or not outputs:
             return None
-        if any(_digest(Path(path)) != digest for path, digest in outputs.items()):
+        if any(digest_of(path) != digest for path, digest in outputs.items()):
             return None
         return entry
 
     def record(self, step: str, key: str, outputs: list[str], seconds: float, result=None) -> dict:
-        digests = {str(path): _digest(Path(path)) for path in outputs}
+        digests = {str(path): digest_of(path) for path in outputs}
         self.steps[step] = {"key": key, "outputs": digests, "seconds": round(seconds, 2), "result": result}
         write_json(self.path, {"edgedl": "pipeline-state/2", "steps": self.steps})
         return self.steps[step]
 
 
-def _digest(path: Path) -> str | None:
-    return sha256_file(path) if path.is_file() else None
+def digest_of(path: str | Path | None) -> str | None:
+    """A file's sha256, or None when there is no such file."""
+    return sha256_file(path) if path is not None and Path(path).is_file() else None

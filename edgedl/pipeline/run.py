@@ -16,11 +16,11 @@ from .. import __version__
 from ..core.env import library_versions, machine_fingerprint
 from ..core.errors import EdgedlError, UsageError
 from ..core.files import read_json, sha256_file, write_json
-from ..core.layout import EXPORTS, HISTORY_FILE, INDEX, MANIFEST, SUFFIX, VALIDATION_REPORT, sidecar_path
+from ..core.layout import EXPORTS, HISTORY_FILE, INDEX, MANIFEST, VALIDATION_REPORT, sidecar_path
 from ..core.outputs import claim, inside, safe_name
 from ..recipe import Recipe, load_recipe, train_config
 from ..recipe import check_gates as check_gates_settings
-from .cache import StepCache, step_key
+from .cache import StepCache, digest_of, step_key
 from .gates import check_gates, recommend
 from .rescue import artifacts as rescue_artifacts
 from .rescue import failing_int8, ladder, rescue_rows, rescued
@@ -113,9 +113,10 @@ def _run_recipe(recipe: Recipe, options: PipelineOptions, say) -> dict:
     timings, errors = {}, []
     run_dir = folder / "run"
     export_dir = run_dir / EXPORTS
+    limits = {**recipe.tolerances, **options.tolerances}  # parity limits for validate, the ladder and bundle
 
     if recipe.keras:  # a model trained elsewhere: adopted with its card instead of trained
-        train_key = step_key("adopt", _file_hash(recipe.keras), _file_hash(recipe.card), versions, __version__)
+        train_key = step_key("adopt", digest_of(recipe.keras), digest_of(recipe.card), versions, __version__)
         _step(cache, "adopt", train_key, timings, say, lambda: _adopt(recipe, run_dir, say), [str(run_dir / MANIFEST)])
     else:
         train_key = step_key("train", recipe.architecture, recipe.data, recipe.seed, recipe.train, options.epochs,
@@ -126,8 +127,8 @@ def _run_recipe(recipe: Recipe, options: PipelineOptions, say) -> dict:
     run = read_json(run_dir / MANIFEST, "training manifest")
 
     expected = _expected_artifacts(recipe)
-    export_key = step_key("export", run["model"]["sha256"], recipe.targets, recipe.calibration_method, (run.get("calibration") or {}).get("sha256"),
-                          versions)
+    export_key = step_key("export", run["model"]["sha256"], recipe.targets, recipe.calibration_method,
+                          (run.get("calibration") or {}).get("sha256"), versions)
     _step(cache, "export", export_key, timings, say, lambda: _export(recipe, run_dir, export_dir, say),
           [str(export_dir / INDEX)] + [str(export_dir / f) for name in expected for f in (name, name + ".json")])
     _forget_unrequested(export_dir, expected, say)
@@ -135,16 +136,17 @@ def _run_recipe(recipe: Recipe, options: PipelineOptions, say) -> dict:
     artifact_hashes = {p.name: sha256_file(p) for p in artifacts}
 
     validate_key = step_key("validate", artifact_hashes, run["heldout"]["sha256"], options.samples, options.layers,
-                            recipe.tolerances, versions)
+                            limits, versions)
     _step(cache, "validate", validate_key, timings, say,
-          lambda: _validate(run_dir, artifacts, options, recipe.tolerances, say), [str(export_dir / VALIDATION_REPORT)])
+          lambda: _validate(run_dir, artifacts, options, limits, say), [str(export_dir / VALIDATION_REPORT)])
     validation = read_json(export_dir / VALIDATION_REPORT, "validation report")
     rescue = _rescue_step(recipe, options, cache, timings, folder, run_dir, validation, artifact_hashes,
-                          validate_key, say)
+                          validate_key, limits, say)
     if rescue:  # rescued artifacts join the tables, the benchmark, the gates and the choice of what to ship
         validation = {**validation, "matrix": validation["matrix"] + rescue_rows(rescue)}
-        artifacts = artifacts + [p for p in rescue_artifacts(rescue) if p.is_file()]
-        artifact_hashes = {p.name: sha256_file(p) for p in artifacts}
+        rescued_files = [p for p in rescue_artifacts(rescue) if p.is_file()]
+        artifacts = artifacts + rescued_files
+        artifact_hashes |= {p.name: sha256_file(p) for p in rescued_files}
     bench_key = step_key("bench", artifact_hashes, options.bench_min_time, _machine_key(), versions)
     _step(cache, "bench", bench_key, timings, say, lambda: _bench(artifacts, folder / "bench.json", options, say),
           [str(folder / "bench.json")])
@@ -170,7 +172,6 @@ def _run_recipe(recipe: Recipe, options: PipelineOptions, say) -> dict:
     if ship:
         bundle_key = step_key("bundle", artifact_hashes.get(ship), validate_key, options.target, versions)
         try:
-            limits = {**recipe.tolerances, **options.tolerances}
             _step(cache, "bundle", bundle_key, timings, say,
                   lambda: _bundle(export_dir / ship, bundle_dir, limits, options.target, say),
                   [str(bundle_dir / MANIFEST), str(bundle_dir / ship)])
@@ -194,12 +195,12 @@ def _run_recipe(recipe: Recipe, options: PipelineOptions, say) -> dict:
     }
 
 
-def _rescue_step(recipe, options, cache, timings, folder, run_dir, validation, hashes, validate_key, say):
+def _rescue_step(recipe, options, cache, timings, folder, run_dir, validation, hashes, validate_key, tolerances,
+                 say):
     """The rescue ladder for int8 artifacts that failed (pipeline/rescue.py); None when none failed."""
     failing = failing_int8(validation) if options.rescue and recipe.rescue else []
     if not failing:
         return None
-    tolerances = {**recipe.tolerances, **options.tolerances}
     key = step_key("rescue", {r["artifact"]: hashes[r["artifact"]] for r in failing}, recipe.rescue,
                    recipe.qat_epochs, tolerances, validate_key, library_versions(), __version__)
     out = folder / "rescue.json"
@@ -274,15 +275,11 @@ def _adopt(recipe: Recipe, run_dir: Path, say) -> dict:
     return adopt(recipe.keras, recipe.card, run_dir, name=recipe.name, say=lambda m: say("    " + m))["metrics"]
 
 
-def _file_hash(path: Path | None) -> str | None:
-    return sha256_file(path) if path is not None and Path(path).is_file() else None
-
-
 def _expected_artifacts(recipe: Recipe) -> list[str]:
     """The artifact files the recipe's targets make: named after the recipe, one per target."""
     from ..export import parse_targets
 
-    return [f"{recipe.name}_{t.precision}{SUFFIX[t.format]}" for t in parse_targets(recipe.targets)]
+    return [t.file_name(recipe.name) for t in parse_targets(recipe.targets)]
 
 
 def _export(recipe: Recipe, run_dir: Path, export_dir: Path, say) -> dict:
@@ -317,7 +314,7 @@ def _forget_unrequested(export_dir: Path, expected: list[str], say) -> None:
 def _validate(run_dir: Path, artifacts: list[Path], options: PipelineOptions, tolerances: dict, say) -> dict:
     from ..validate.run import ValidateOptions, failure_message, validate
 
-    opts = ValidateOptions(layers=options.layers, overrides={**tolerances, **options.tolerances})
+    opts = ValidateOptions(layers=options.layers, overrides=dict(tolerances))
     if options.samples:
         opts.samples = options.samples
     summary = validate(run_dir, artifacts, opts, say=lambda m: say("    " + m))

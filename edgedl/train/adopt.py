@@ -21,12 +21,13 @@ from .. import data as data_lib
 from ..core.card import Card, load_card
 from ..core.env import library_versions
 from ..core.errors import DataError, UsageError
-from ..core.files import sha256_file, staging_dir, sweep_leftovers, write_json, write_npz
+from ..core.files import staging_dir, sweep_leftovers, write_json, write_npz
 from ..core.layout import CALIBRATION_FILE, HELDOUT_FILE, HISTORY_FILE, MANIFEST, MODEL_FILE
 from ..core.metrics import accuracy
 from ..core.outputs import claim, safe_name
 from ..runners.keras import KerasRunner
 from ..runners.modelio import model_facts
+from .fit import _file_entry
 
 
 def adopt(model_path: str | Path, card_path: str | Path, out: str | Path, name: str | None = None,
@@ -47,9 +48,9 @@ def adopt(model_path: str | Path, card_path: str | Path, out: str | Path, name: 
     task = card.task or ("classification" if labels and labels[0].dtype.kind in "iu" else "regression")
     with staging_dir(out, "run") as staging:
         shutil.copyfile(model_path, staging / MODEL_FILE)
-        write_npz(staging / HELDOUT_FILE, **_keyed("x", heldout), **_keyed("y", labels, runner.outputs))
+        write_npz(staging / HELDOUT_FILE, **_keyed("x", heldout, runner.inputs), **_keyed("y", labels, runner.outputs))
         if calibration is not None:
-            write_npz(staging / CALIBRATION_FILE, **_keyed("x", calibration))
+            write_npz(staging / CALIBRATION_FILE, **_keyed("x", calibration, runner.inputs))
         write_json(staging / HISTORY_FILE, {})
         manifest = _manifest(model_path, card, runner, task, preprocessing, heldout, labels, outputs, staging,
                              name, calibration is not None, time.perf_counter() - started)
@@ -79,14 +80,13 @@ def _load(path: Path, runner, facts: dict, card: Card, say):
     return arrays, [labels.get(t.name) for t in runner.outputs if t.name in labels], preprocessing
 
 
-def _keyed(prefix: str, arrays: list, specs=None) -> dict:
+def _keyed(prefix: str, arrays: list, specs) -> dict:
     """``x``/``y`` for a single tensor, else ``x_<name>``/``y_<name>`` (what validate reads back)."""
     if not arrays:
         return {}
     if len(arrays) == 1:
         return {prefix: arrays[0]}
-    names = [t.name for t in specs] if specs else [f"{i}" for i in range(len(arrays))]
-    return {f"{prefix}_{name}": array for name, array in zip(names, arrays, strict=False)}
+    return {f"{prefix}_{t.name}": array for t, array in zip(specs, arrays, strict=False)}
 
 
 def _manifest(model_path, card, runner, task, preprocessing, heldout, labels, outputs, staging, name,
@@ -100,7 +100,6 @@ def _manifest(model_path, card, runner, task, preprocessing, heldout, labels, ou
     elif labels:
         error = outputs[0].reshape(len(outputs[0]), -1) - np.asarray(labels[0], np.float32).reshape(len(labels[0]), -1)
         metrics |= {"test_mae": float(np.mean(np.abs(error))), "test_rmse": float(np.sqrt(np.mean(error**2)))}
-    entry = lambda file: {"file": file, "sha256": sha256_file(staging / file), "size": (staging / file).stat().st_size}  # noqa: E731
     return {
         "edgedl": "training-run/1",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -108,7 +107,7 @@ def _manifest(model_path, card, runner, task, preprocessing, heldout, labels, ou
         "architecture": None,
         "model_source": str(model_path),
         "adopted": {"card": str(card.path), **card.describe()},
-        "model": entry(MODEL_FILE),
+        "model": _file_entry(staging / MODEL_FILE),
         "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in runner.inputs],
         "outputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in runner.outputs],
         "task": task,
@@ -120,8 +119,8 @@ def _manifest(model_path, card, runner, task, preprocessing, heldout, labels, ou
                     "source": str(card.train) if card.train else None},
         "training": {"adopted": True, "time_s": round(seconds, 2), "devices": [], "epochs": 0},
         "metrics": metrics,
-        "calibration": {**entry(CALIBRATION_FILE), "count": None} if calibrated else None,
-        "heldout": {**entry(HELDOUT_FILE), "count": len(first)},
+        "calibration": {**_file_entry(staging / CALIBRATION_FILE), "count": None} if calibrated else None,
+        "heldout": {**_file_entry(staging / HELDOUT_FILE), "count": len(first)},
         "history": HISTORY_FILE,
         "versions": library_versions(),
     }

@@ -24,12 +24,11 @@ from ..core.errors import DataError, UsageError
 from ..core.files import staging_dir, sweep_leftovers, write_json
 from ..core.layout import CALIBRATION_FILE, HELDOUT_FILE, HISTORY_FILE, MANIFEST, MODEL_FILE, load_run
 from ..core.outputs import claim
+from ..recipe import DEFAULT_QAT_EPOCHS
 from .fit import QAT_RATE, _file_entry, _metrics, _model_inputs
 
-DEFAULT_EPOCHS = 3
 
-
-def finetune(run_dir: str | Path, out: str | Path, epochs: int = DEFAULT_EPOCHS, qat: bool = True,
+def finetune(run_dir: str | Path, out: str | Path, epochs: int = DEFAULT_QAT_EPOCHS, qat: bool = True,
              learning_rate: float | None = None, data: str | None = None, say=print) -> dict:
     """Fine-tune the model of ``run_dir`` into the new run folder ``out``; return its manifest."""
     run_dir, out = Path(run_dir), Path(out)
@@ -137,4 +136,4 @@ def _write(out: Path, run_dir: Path, parent: dict, model, metrics: dict, record:
     return manifest
 
 
-__all__ = ["finetune", "DEFAULT_EPOCHS"]
+__all__ = ["finetune"]

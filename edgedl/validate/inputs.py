@@ -11,7 +11,7 @@ input's name or ``x_<name>``), labels per output (``y`` for the first output, or
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,6 @@ class Inputs:
     labels: dict[str, np.ndarray]  # output name → labels, for the outputs that have them
     evidence: str
     preprocessing: dict | None = None  # what was decided for raw data (None: already model inputs)
-    notes: list[str] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -68,7 +67,7 @@ def _finish(inputs: Inputs, specs: list, options) -> Inputs:
         raise DataError(f"no samples to validate on ({inputs.evidence})", hint="pass --data with at least one sample")
     fitted = {spec.name: data_lib.fit_to_input(arrays[spec.name], tuple(spec.shape[1:]), f"validation {spec.name}",
                                                dtype=spec.dtype) for spec in specs}
-    return Inputs(fitted, labels, inputs.evidence, inputs.preprocessing, inputs.notes)
+    return Inputs(fitted, labels, inputs.evidence, inputs.preprocessing)
 
 
 def _from_user_data(path: Path, specs: list, outputs: list[str], options, manifest, model_dir, context,

@@ -76,7 +76,7 @@ def validate(model: str | Path | None, artifacts: list[str | Path], options: Val
         artifacts = [model_dir / EXPORTS]
     files = find_artifacts(artifacts)
     reference = _reference(model_path, model_dir, manifest, options, say)
-    warnings = check_reference(reference.result, say) + reference.notes
+    warnings = check_reference(reference.result, say)
     reports, results = [], {}
     for artifact in files:
         report, result = _validate_one(artifact, reference, manifest, options, say)
@@ -140,7 +140,6 @@ class Reference:
                  labels: list[str] | None = None):
         self.result, self.inputs, self.architecture, self.kinds = result, inputs, architecture, kinds
         self.labels = labels  # class names, when known (run manifest, card or --labels)
-        self.notes: list[str] = []
 
 
 def model_context(model_path: Path | None, manifest: dict | None, options, facts: dict) -> dict:
@@ -149,6 +148,8 @@ def model_context(model_path: Path | None, manifest: dict | None, options, facts
     card = with_flags(load_card(card_path) if card_path else None, options.task, options.labels,
                       options.input_scale, options.input_offset)
     run = manifest or {}
+    # an adopted run keeps its card's per-output tasks (a regression head beside a classifier)
+    card.output_tasks = {**((run.get("adopted") or {}).get("output_tasks") or {}), **card.output_tasks}
     return {"facts": facts, "declared": card.preprocessing, "heldout": card.heldout, "card": card,
             "task": card.task or run.get("task"), "labels": card.labels or run.get("class_names")}
 
