@@ -378,21 +378,36 @@ def _check_pair(x: np.ndarray, y: np.ndarray, where: str, task: str) -> tuple[np
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         bad = int(np.count_nonzero(~np.isfinite(x)))
         raise DataError(f"{where}: x holds {bad} NaN or Inf values")
+    return x, normalise_labels(y, where, task)
+
+
+def normalise_labels(y: np.ndarray, where: str, task: str | None, classes: int | None = None) -> np.ndarray:
+    """The one label normaliser, for training and for every data file validated against.
+
+    Regression targets: finite, one row per sample. Classes: one-hot rows become indices, and
+    whole numbers >= 0 (below ``classes`` when the model's class count is known) are the only labels
+    accepted. ``task`` None: whole numbers are classes, anything else regression targets."""
+    if y.dtype.kind not in "uifb":
+        raise DataError(f"{where}: labels must be numeric, got {y.dtype}")
+    task = task or infer_task(y)
     if task == "regression":
-        if not np.isfinite(y).all():
+        if not np.isfinite(y.astype(np.float64)).all():
             raise DataError(f"{where}: regression targets hold NaN or Inf values")
-        return x, y.astype(np.float32).reshape(len(y), -1)
+        return y.astype(np.float32).reshape(len(y), -1)
     if y.ndim == 2 and y.shape[1] > 1:  # one-hot labels
         y = np.argmax(y, axis=1)
     y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
     if y.ndim != 1:
         raise DataError(f"{where}: labels must be 1-D class indices or one-hot, got shape {y.shape}")
-    if y.dtype.kind == "f":
-        if not np.isfinite(y).all() or not np.all(y == np.round(y)):
-            raise DataError(f"{where}: labels must be whole numbers", hint="for real-valued targets pass --task regression")
-    if y.min() < 0:
+    if y.dtype.kind == "f" and (not np.isfinite(y).all() or not np.all(y == np.round(y))):
+        raise DataError(f"{where}: class labels must be whole numbers",
+                        hint="for real-valued targets pass --task regression")
+    if len(y) and y.min() < 0:
         raise DataError(f"{where}: labels out of range: found {int(y.min())}, labels must be >= 0")
-    return x, y.astype(np.int64)
+    if classes is not None and len(y) and y.max() >= classes:
+        raise DataError(f"{where}: labels out of range: found class {int(y.max())}, but the model scores "
+                        f"{classes} classes (0…{classes - 1})")
+    return y.astype(np.int64)
 
 
 def _with_channel(x: np.ndarray, kind: str) -> np.ndarray:
@@ -606,7 +621,7 @@ def read_named(path: Path, inputs: list[str], outputs: list[str], count: int | N
             raise DataError(f"{path}: input {name!r} must be numeric, got {x.dtype}")
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             raise DataError(f"{path}: input {name!r} holds NaN or Inf values")
-    return arrays, {name: _labels(y, path, name) for name, y in labels.items()}
+    return arrays, labels  # raw: the Subject normalises them for the task of each output
 
 
 def _key(files: list[str], name: str, prefix: str, single: bool, prefixed_only: bool = False) -> str | None:
@@ -615,12 +630,3 @@ def _key(files: list[str], name: str, prefix: str, single: bool, prefixed_only: 
         candidates += [prefix, f"{prefix}_test", f"{prefix}_train"]
     return next((key for key in candidates if key in files), None)
 
-
-def _labels(y: np.ndarray, path: Path, name: str) -> np.ndarray:
-    if y.dtype.kind not in "uifb":
-        raise DataError(f"{path}: labels for {name!r} must be numeric, got {y.dtype}")
-    if not np.isfinite(y.astype(np.float64)).all():
-        raise DataError(f"{path}: labels for {name!r} hold NaN or Inf values")
-    if infer_task(y) == "classification" and y.ndim == 2 and y.shape[1] > 1:
-        return np.argmax(y, axis=1)  # one-hot rows
-    return y.reshape(len(y)) if y.ndim == 2 and y.shape[1] == 1 else y

@@ -19,7 +19,12 @@ def top1(probs: np.ndarray) -> np.ndarray:
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(top1(probs) == np.asarray(labels).reshape(-1)))
+    """Top-1 accuracy; per-step labels of a sequence model (N, T) are judged on their last step, as
+    its scores are."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        labels = labels[:, -1]
+    return float(np.mean(top1(probs) == labels.reshape(-1)))
 
 
 def agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
@@ -34,3 +39,19 @@ def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     if noise == 0:
         return float("inf")
     return float(10 * np.log10(max(float(np.sum(ref**2)), EPS) / noise))
+
+
+def regression_metrics(predictions: np.ndarray, targets: np.ndarray) -> dict:
+    """Mean absolute and root-mean-square error over every target of every sample."""
+    error = (np.asarray(predictions, np.float64).reshape(len(predictions), -1)
+             - np.asarray(targets, np.float64).reshape(len(targets), -1))
+    return {"test_mae": float(np.mean(np.abs(error))), "test_rmse": float(np.sqrt(np.mean(error**2)))}
+
+
+def task_metrics(task: str, predictions: np.ndarray, labels: np.ndarray | None) -> dict:
+    """A model's test metrics for its task: accuracy for classes, MAE and RMSE for regression; {} without labels."""
+    if labels is None:
+        return {}
+    if task == "regression":
+        return regression_metrics(predictions, labels)
+    return {"test_accuracy": accuracy(predictions, labels)}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -29,8 +28,9 @@ from ..core.files import (
     write_npz,
     write_text,
 )
-from ..core.layout import MANIFEST, load_run, resolve_from, sidecar_path
+from ..core.layout import resolve_from, sidecar_path
 from ..core.outputs import check_output, foreign_files, seal
+from ..subject import Declared, Subject
 
 TARGETS = ("rpi", "android", "mcu")
 SIDECAR_KEYS = {"precision": str, "inputs": list, "outputs": list, "sha256": str}
@@ -38,21 +38,6 @@ GOLDEN_COUNT = 8
 # How far the self-test lets a device's outputs stray from ours: ARM and x86 kernels round
 # float sums in other orders; int8 kernels are expected to match bit for bit.
 GOLDEN_ATOL = {"fp32": 1e-5, "fp16": 1e-3, "dynamic": 5e-3, "int8": 0.0, "int16x8": 5e-3, "mixed": 5e-3}
-
-
-@dataclass
-class Origin:
-    """Where an artifact came from and what is known about it: a training run, or a model trained
-    elsewhere plus what the user declared (a model card or flags)."""
-
-    model: Path  # the .keras file the artifact was exported from
-    run_dir: Path | None  # its training run, if edgedl trained it
-    run: dict  # the run's manifest, or {}
-    declared: dict  # ValidateOptions fields: data, card, task, labels, input_scale, input_offset
-
-    @property
-    def validate_against(self) -> Path:
-        return self.run_dir or self.model
 
 
 def bundle(artifact: str | Path, out: str | Path, labels: str | Path | None = None,
@@ -65,20 +50,20 @@ def bundle(artifact: str | Path, out: str | Path, labels: str | Path | None = No
     explicit = bool(targets) and "all" not in targets
     targets, board = _targets(targets)
     explicit = explicit or board is not None  # a named board asks for the microcontroller build
-    facts, origin = _sources(artifact, dict(declared or {}, labels=labels))
+    facts, origin = _sources(artifact, Declared.of(None, **dict(declared or {}, labels=labels)))
     if "mcu" in targets and facts.get("precision") != "int8" and not explicit:
         targets.remove("mcu")  # "all": TFLite Micro runs full-integer models only; say so, don't fail
         say(f"note: no mcu/ C array: TFLite Micro needs a full-integer int8 model, {artifact.name} is "
             f"{facts.get('precision')}")
     out = _check_out(Path(out), artifact, origin)
-    say(f"validating {artifact.name} against {origin.validate_against} …")
+    say(f"validating {artifact.name} against {origin.run_dir or origin.model_path} …")
     from ..validate.run import ValidateOptions, failure_message, validate
 
     with staging_dir(out.parent, out.name) as staging:
         limits, named = _split_tolerances(tolerances or {})
         options = ValidateOptions(report=str(staging / "parity.json"), keep_inputs=GOLDEN_COUNT, overrides=limits,
-                                  **named, **origin.declared)
-        parity = validate(origin.validate_against, [artifact], options, say=lambda m: say("  " + m))
+                                  **named)
+        parity = validate(origin, [artifact], options, say=lambda m: say("  " + m))
         refused = failure_message(parity)
         if refused:
             raise ParityFailure(f"bundle refused: {refused}")
@@ -95,9 +80,15 @@ def _split_tolerances(tolerances: dict) -> tuple[dict, dict]:
     return {k: v for k, v in tolerances.items() if k not in named}, named
 
 
-def _check_out(out: Path, artifact: Path, origin: Origin) -> Path:
+def _declared(origin: Subject) -> dict:
+    """What the user declared for the model (flags, and the card found or given), as the manifest records it."""
+    found = {k: str(v) for k, v in origin.declared.present().items() if k != "labels"}
+    return found | ({"card": str(origin.card.path)} if origin.card.path else {})
+
+
+def _check_out(out: Path, artifact: Path, origin: Subject) -> Path:
     """The bundle folder may be new, empty, or an earlier bundle holding only what edgedl wrote."""
-    check_output(out, "bundle", protect=tuple(p for p in (origin.run_dir, artifact.parent, origin.model.parent) if p))
+    check_output(out, "bundle", protect=tuple(p for p in (origin.run_dir, artifact.parent, origin.model_path.parent) if p))
     if out.is_dir() and any(out.iterdir()):
         foreign = foreign_files(out)
         if foreign:
@@ -132,7 +123,8 @@ def _targets(targets) -> tuple[list[str], str | None]:
     return kinds or ["mcu"], boards[0].lower() if boards else None
 
 
-def _sources(artifact: Path, declared: dict) -> tuple[dict, Origin]:
+def _sources(artifact: Path, declared: Declared) -> tuple[dict, Subject]:
+    """The artifact's sidecar and the Subject of the model it was exported from."""
     if artifact.suffix != ".tflite":
         raise UsageError(f"{artifact.name}: bundles are built from .tflite artifacts (what phones and Pis run)",
                          hint="export with --format tflite")
@@ -148,34 +140,19 @@ def _sources(artifact: Path, declared: dict) -> tuple[dict, Origin]:
         raise ArtifactError(f"{sidecar.name} is not an edgedl artifact manifest (it needs source_model.path and "
                             f"{', '.join(SIDECAR_KEYS)})", hint="re-export the model with `edgedl export`")
     model = resolve_from(recorded, artifact.parent)
-    if (model.parent / MANIFEST).exists():
-        return facts, Origin(model, model.parent, load_run(model.parent), _present(declared))
-    return facts, Origin(model, None, {}, _declared_for_foreign(model, artifact, declared))
-
-
-def _present(declared: dict) -> dict:
-    return {k: v for k, v in declared.items() if v is not None}
-
-
-def _declared_for_foreign(model: Path, artifact: Path, declared: dict) -> dict:
-    """A model trained elsewhere: its held-out data and facts come from a card or flags, or nothing works."""
-    from ..core.card import find_card, load_card
-
     if not model.exists():
         raise ArtifactError(f"{artifact.name} was exported from {model}, which is gone; the bundle validates "
                             "against the original model", hint="export again from the model you have")
-    declared = _present(declared)
-    card = declared.get("card") or find_card(model)
-    heldout = declared.get("data") or (load_card(card).heldout if card else None)
-    if not heldout:
+    subject = Subject.resolve(model, declared)
+    if subject.heldout[0] is None:
         raise UsageError(f"{artifact.name} was exported from {model.name}, not from an edgedl training run: the "
                          "bundle needs held-out data to validate it and make golden vectors",
                          hint=f"pass --data heldout.npz (and --labels, --task, --input-scale as needed), or a "
                               f"model card --card (or {model.stem}.card.toml beside the model)")
-    return declared | ({"card": str(card)} if card else {})
+    return facts, subject
 
 
-def _build(staging: Path, artifact: Path, facts: dict, origin: Origin, targets: list[str], parity: dict,
+def _build(staging: Path, artifact: Path, facts: dict, origin: Subject, targets: list[str], parity: dict,
            board: str | None, say, mcu_required: bool = True) -> dict:
     copy_file(artifact, staging / artifact.name)
     labels = _labels(parity, origin)
@@ -208,9 +185,9 @@ def _build(staging: Path, artifact: Path, facts: dict, origin: Origin, targets: 
     return manifest
 
 
-def _labels(parity: dict, origin: Origin) -> list[str]:
+def _labels(parity: dict, origin: Subject) -> list[str]:
     """Class names of the first classification output (validate already read a card or --labels)."""
-    names = list(parity.get("labels") or origin.run.get("class_names") or [])
+    names = list(parity.get("labels") or origin.labels or [])
     classes = next((o for o in parity.get("outputs", []) if o["kind"] == "classification"), None)
     if classes and names and classes.get("classes") and len(names) != classes["classes"]:
         raise UsageError(f"{len(names)} labels were given but output {classes['name']!r} has {classes['classes']} "
@@ -269,8 +246,8 @@ def describe_input(spec: dict, kind: str | None, sample_shape: list | None = Non
     return {"kind": kind, "description": words}
 
 
-def _manifest(artifact: Path, facts: dict, origin: Origin, labels, golden, parity: dict, targets) -> dict:
-    run = origin.run
+def _manifest(artifact: Path, facts: dict, origin: Subject, labels, golden, parity: dict, targets) -> dict:
+    run = origin.manifest
     dataset = run.get("dataset") or {}
     preprocessing = dict(parity.get("preprocessing") or dataset.get("preprocessing") or
                          {"scale": 1.0, "offset": 0.0, "reason": "none declared: inputs are fed as given"})
@@ -300,7 +277,7 @@ def _manifest(artifact: Path, facts: dict, origin: Origin, labels, golden, parit
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": {"file": artifact.name, "sha256": sha256_file(artifact), "size": artifact.stat().st_size,
                   "format": "tflite", "precision": facts["precision"], "architecture": run.get("architecture"),
-                  "source": origin.model.name, "trained_by_edgedl": origin.run_dir is not None},
+                  "source": origin.model_path.name, "trained_by_edgedl": origin.run_dir is not None},
         "task": run.get("task") or ("classification" if labels else "regression"),
         "inputs": inputs,
         "outputs": outputs,
@@ -320,7 +297,7 @@ def _manifest(artifact: Path, facts: dict, origin: Origin, labels, golden, parit
         "parity": {"passed": parity["passed"], "evidence": parity["evidence"], "samples": parity["samples"],
                    "outputs": {c["name"]: c["metrics"] for c in row.get("outputs") or []}, "report": "parity.json",
                    "metrics": (row.get("outputs") or [{}])[0].get("metrics", {})},
-        "declared": {k: str(v) for k, v in origin.declared.items() if k != "labels"} or None,
+        "declared": _declared(origin) or None,
         "validated_with": library_versions(),
         "targets": targets,
         "keras_metrics": run.get("metrics") or {"reference_accuracy": parity.get("reference_accuracy")},

@@ -18,6 +18,7 @@ from ..core.files import atomic_path, write_json
 from ..core.layout import relative_to, sidecar_path
 from ..core.outputs import inside
 from ..runners.modelio import input_names, output_names
+from ..subject import Subject
 from .calibration import load_calibration
 from .plan import CALIBRATED, Target
 from .ranges import choose_method, faithfulness
@@ -268,7 +269,8 @@ def _calibration(src: dict, options: dict, model) -> tuple[list[np.ndarray], dic
                           hint="pass --calibration data.npz (key x, or one key per input name)")
     key = ("calibration", path, options["calibration_samples"])
     if key not in _CACHE:
-        _CACHE[key] = load_calibration(path, options["calibration_samples"], model, src["calibration_raw"])
+        subject = Subject.from_dict(src["subject"]) if src["calibration_raw"] else None
+        _CACHE[key] = load_calibration(path, options["calibration_samples"], model, subject)
     arrays, info = _CACHE[key]
     if src["calibration_sha256"]:
         info = {**info, "recorded_sha256": src["calibration_sha256"]}

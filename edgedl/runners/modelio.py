@@ -111,6 +111,9 @@ def model_facts(model) -> dict:
         "integer_input": any(str(t.dtype).startswith(("int", "uint")) for t in model.inputs),
         "integer_inputs": [str(t.dtype).startswith(("int", "uint")) for t in model.inputs],
         "output_activations": [_activation_of(t) for t in model.outputs],
+        # scores over classes: the last axis, where it has two or more (labels beyond it are refused)
+        "output_classes": [t.shape[-1] if len(t.shape) >= 2 and (t.shape[-1] or 0) >= 2 else None
+                           for t in model.outputs],
     }
 
 

@@ -15,25 +15,25 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 from .. import data as data_lib
-from ..core.card import Card, load_card
 from ..core.env import library_versions
 from ..core.errors import DataError, UsageError
 from ..core.files import staging_dir, sweep_leftovers, write_json, write_npz
 from ..core.layout import CALIBRATION_FILE, HELDOUT_FILE, HISTORY_FILE, MANIFEST, MODEL_FILE
-from ..core.metrics import accuracy
+from ..core.metrics import task_metrics
 from ..core.outputs import claim, safe_name
 from ..runners.keras import KerasRunner
 from ..runners.modelio import model_facts
+from ..subject import Declared, Subject
 from .fit import _file_entry
 
 
 def adopt(model_path: str | Path, card_path: str | Path, out: str | Path, name: str | None = None,
           unsafe: bool = False, say=print) -> dict:
     """Write the run folder ``out`` for ``model_path`` described by the card; return its manifest."""
-    model_path, card = Path(model_path), load_card(card_path)
+    model_path = Path(model_path)
+    subject = Subject.resolve(model_path, Declared(card=card_path), name=name)
+    card = subject.card
     if not card.heldout:
         raise UsageError(f"model card {card_path} names no held-out data",
                          hint="add [data] heldout = \"heldout.npz\" (inputs x or one per input; labels y)")
@@ -42,8 +42,8 @@ def adopt(model_path: str | Path, card_path: str | Path, out: str | Path, name: 
     out = claim(out, "run")
     sweep_leftovers(out)
     started = time.perf_counter()
-    heldout, labels, preprocessing = _load(card.heldout, runner, facts, card, say)
-    calibration = _load(card.calibration, runner, facts, card, say)[0] if card.calibration else None
+    heldout, labels, preprocessing = _load(subject, card.heldout, runner, facts, say)
+    calibration = _load(subject, card.calibration, runner, facts, say)[0] if card.calibration else None
     outputs = runner.infer(heldout)
     task = card.task or ("classification" if labels and labels[0].dtype.kind in "iu" else "regression")
     with staging_dir(out, "run") as staging:
@@ -61,23 +61,17 @@ def adopt(model_path: str | Path, card_path: str | Path, out: str | Path, name: 
     return manifest
 
 
-def _load(path: Path, runner, facts: dict, card: Card, say):
-    names = [t.name for t in runner.inputs]
-    raw, labels = data_lib.read_named(path, names, [t.name for t in runner.outputs], None, "model card data")
-    first = next((raw[t.name] for t in runner.inputs if not t.dtype.startswith(("int", "uint"))), None)
-    preprocessing = None
-    if first is not None:
-        preprocessing = data_lib.decide_preprocessing(first.dtype, 1 / 255 if first.dtype == np.uint8 else 1.0,
-                                                      facts, card.preprocessing)
-        say(f"input preprocessing ({path.name}): {preprocessing['reason']}")
-    arrays = [data_lib.fit_to_input(raw[t.name] if t.dtype.startswith(("int", "uint")) or preprocessing is None
-                                    else data_lib.apply_preprocessing(raw[t.name], preprocessing),
-                                    tuple(t.shape[1:]), f"{path.name} {t.name}", dtype=t.dtype)
-              for t in runner.inputs]
-    counts = {len(a) for a in arrays} | {len(y) for y in labels.values()}
+def _load(subject: Subject, path: Path, runner, facts: dict, say):
+    """The card's raw samples as model inputs (the subject's one preprocessing decision), and labels."""
+    outputs = [t.name for t in runner.outputs]
+    classes = dict(zip(outputs, facts["output_classes"], strict=True))
+    raw, labels = subject.read(path, runner.inputs, outputs, None, "model card data", facts, classes)
+    # no training range to check against yet: this data defines it
+    arrays, preprocessing = subject.to_model(raw, runner.inputs, facts, path.name, say, check_range=False)
+    counts = {len(a) for a in arrays.values()} | {len(y) for y in labels.values()}
     if len(counts) != 1:
         raise DataError(f"{path}: inputs and labels hold different numbers of samples: {sorted(counts)}")
-    return arrays, [labels.get(t.name) for t in runner.outputs if t.name in labels], preprocessing
+    return list(arrays.values()), [labels[name] for name in outputs if name in labels], preprocessing
 
 
 def _keyed(prefix: str, arrays: list, specs) -> dict:
@@ -94,12 +88,7 @@ def _manifest(model_path, card, runner, task, preprocessing, heldout, labels, ou
     first = heldout[0]
     if preprocessing is not None:
         preprocessing["input_range"] = data_lib.value_range(first) if first.dtype.kind == "f" else None
-    metrics = {"epochs_run": 0}
-    if labels and task == "classification":
-        metrics["test_accuracy"] = accuracy(outputs[0], labels[0])
-    elif labels:
-        error = outputs[0].reshape(len(outputs[0]), -1) - np.asarray(labels[0], np.float32).reshape(len(labels[0]), -1)
-        metrics |= {"test_mae": float(np.mean(np.abs(error))), "test_rmse": float(np.sqrt(np.mean(error**2)))}
+    metrics = {"epochs_run": 0, **task_metrics(task, outputs[0], labels[0] if labels else None)}
     return {
         "edgedl": "training-run/1",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -22,33 +22,36 @@ from .. import data as data_lib
 from ..core.env import import_keras, library_versions
 from ..core.errors import DataError, UsageError
 from ..core.files import staging_dir, sweep_leftovers, write_json
-from ..core.layout import CALIBRATION_FILE, HELDOUT_FILE, HISTORY_FILE, MANIFEST, MODEL_FILE, load_run
+from ..core.layout import CALIBRATION_FILE, HELDOUT_FILE, HISTORY_FILE, MANIFEST, MODEL_FILE
 from ..core.outputs import claim
 from ..recipe import DEFAULT_QAT_EPOCHS
+from ..subject import Subject
 from .fit import QAT_RATE, _file_entry, _metrics, _model_inputs
 
 
 def finetune(run_dir: str | Path, out: str | Path, epochs: int = DEFAULT_QAT_EPOCHS, qat: bool = True,
              learning_rate: float | None = None, data: str | None = None, say=print) -> dict:
     """Fine-tune the model of ``run_dir`` into the new run folder ``out``; return its manifest."""
-    run_dir, out = Path(run_dir), Path(out)
-    parent = load_run(run_dir)
+    subject, out = Subject.resolve(run_dir), Path(out)
+    if subject.run_dir is None:
+        raise UsageError(f"finetune continues a training run; {run_dir} is a model file without one",
+                         hint=f"make a run first: edgedl train --model {run_dir} --data train.npz --out runs/NAME")
+    run_dir, parent = subject.run_dir, subject.manifest
     if out.resolve() == run_dir.resolve():
         raise UsageError("finetune writes a new run: --out must differ from the run it starts from")
-    from ..runners.modelio import load_keras_model, model_facts
+    from ..runners.modelio import load_keras_model
 
-    model = load_keras_model(run_dir / MODEL_FILE)
+    model = load_keras_model(subject.model_path)
     if qat:
         from .qat import refuse_unsupported
 
         refuse_unsupported(model)
     dataset = _dataset(parent, data)
-    facts = model_facts(model)
-    recorded = (parent.get("dataset") or {}).get("preprocessing") or {"scale": 1.0, "offset": 0.0}
+    recorded = subject.recorded or {"scale": 1.0, "offset": 0.0}
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise UsageError("finetune handles models with one input and one output",
                          hint="fine-tune a multi-input or multi-output model in Keras, then `edgedl export` it")
-    x_train, x_val = (_model_inputs(x, recorded, facts, model, what) for x, what in
+    x_train, x_val = (_model_inputs(x, recorded, model, what) for x, what in
                       ((dataset.x_train, "training"), (dataset.x_val, "validation")))
     training = parent.get("training") or {}
     rate = learning_rate or (training.get("learning_rate") or 1e-3) * QAT_RATE

@@ -19,10 +19,11 @@ from ..core.env import import_keras, keras_backend, library_versions
 from ..core.errors import DataError, EdgedlError, TrainingError, UsageError
 from ..core.files import sha256_file, staging_dir, sweep_leftovers, write_json, write_npz
 from ..core.layout import CALIBRATION_FILE, HELDOUT_FILE, HISTORY_FILE, MANIFEST, MODEL_FILE
-from ..core.metrics import accuracy
+from ..core.metrics import task_metrics
 from ..core.outputs import claim, name_from_reference
 from ..recipe import TRAIN_SETTINGS, TrainConfig, check_settings
 from ..runners.modelio import model_facts
+from ..subject import decide, model_input
 from .architectures import registry as architectures
 
 
@@ -62,9 +63,9 @@ def train(config: TrainConfig, say=print) -> dict:
         _compile(model, settings, keras, dataset.task, steps_per_epoch=_steps(dataset, settings, setup),
                  replicas=setup.replicas)
     facts = model_facts(model)
-    preprocessing = data_lib.decide_preprocessing(dataset.x_train.dtype, dataset.natural_scale, facts)
+    preprocessing = decide(dataset.x_train.dtype, facts, natural_scale=dataset.natural_scale)
     say(f"input preprocessing: {preprocessing['reason']}")
-    x_train, x_val, x_test = (_model_inputs(x, preprocessing, facts, model, what) for x, what in
+    x_train, x_val, x_test = (_model_inputs(x, preprocessing, model, what) for x, what in
                               ((dataset.x_train, "training"), (dataset.x_val, "validation"), (dataset.x_test, "test")))
     preprocessing["input_range"] = data_lib.value_range(x_train)  # later data is checked against it
     sequence = _is_sequence_output(model)
@@ -103,21 +104,18 @@ def _qat(model, arrays, task: str, settings: dict, config, say) -> tuple[object,
 QAT_RATE = 0.1  # fine-tuning starts from a trained model: a tenth of the peak rate (1e-4 for the seeds)
 
 
-def _model_inputs(x, preprocessing: dict, facts: dict, model, what: str) -> np.ndarray:
-    scaled = data_lib.apply_preprocessing(x, preprocessing, facts["integer_input"])
-    return data_lib.fit_to_input(scaled, model.input_shape[1:], what, dtype=str(model.inputs[0].dtype))
+def _model_inputs(x, preprocessing: dict, model, what: str) -> np.ndarray:
+    return model_input(x, preprocessing, model.input_shape[1:], str(model.inputs[0].dtype), what)
 
 
 def _metrics(predictions: np.ndarray, dataset, history: dict) -> dict:
     restored = history.get("restored_epoch")
     common = {"epochs_run": len(history.get("loss", [])), "restored_epoch": restored}
+    scores = task_metrics(dataset.task, predictions, dataset.y_test)
     if dataset.task == "regression":
-        error = np.asarray(predictions, np.float64).reshape(len(predictions), -1) - dataset.y_test
-        return {"test_mae": float(np.mean(np.abs(error))), "test_rmse": float(np.sqrt(np.mean(error**2))),
-                "val_loss": history["val_loss"][restored - 1] if restored else None, **common}
+        return {**scores, "val_loss": history["val_loss"][restored - 1] if restored else None, **common}
     val = history.get("val_accuracy") or [0.0]
-    return {"test_accuracy": accuracy(predictions, dataset.y_test),
-            "val_accuracy": float(val[restored - 1] if restored else max(val)), **common}
+    return {**scores, "val_accuracy": float(val[restored - 1] if restored else max(val)), **common}
 
 
 def _resolve(config: TrainConfig):

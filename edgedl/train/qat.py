@@ -23,6 +23,7 @@ import numpy as np
 
 from ..core.env import import_keras
 from ..core.errors import UsageError
+from ..core.metrics import accuracy as top1_accuracy
 
 MOMENTUM = 0.99
 RECURRENT = ("LSTM", "GRU", "SimpleRNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "RNN")
@@ -239,7 +240,7 @@ def finetune(model, x_train, y_train, x_val, y_val, task: str, epochs: int, lear
                              ops.convert_to_tensor(y_train[order[i:i + batch_size]])))
                   for i in range(0, len(order), batch_size)]
         val_loss, predictions = evaluate()
-        accuracy = None if task == "regression" else float(np.mean(np.argmax(predictions, -1) == y_val))
+        accuracy = None if task == "regression" else top1_accuracy(predictions, y_val)
         history["qat_loss"].append(float(np.mean(losses)))
         history["qat_val_loss"].append(val_loss)
         history["qat_val_accuracy"].append(accuracy)

@@ -60,4 +60,4 @@ def fit(model, dataset, x_val, y_val, settings: dict, strategy, steps_per_epoch:
 
 def _accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
     probs = np.concatenate([np.asarray(model(x[i : i + 256], training=False)) for i in range(0, len(x), 256)])
-    return accuracy(probs, y[:, -1] if y.ndim == 2 else y)  # sequence labels repeat the digit per step
+    return accuracy(probs, y)

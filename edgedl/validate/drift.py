@@ -19,9 +19,10 @@ from ..runners.modelio import layer_classes, layer_for
 DEBUG_SAMPLES = 64
 
 
-def layer_drift(model_path, files, reference, reports, manifest, model_dir, options, say) -> dict:
+def layer_drift(subject, files, reference, reports, options, say) -> dict:
     drift = {}
-    model = _load(model_path)  # once, for layer names and the TFLite debugger's converter
+    manifest, model_dir = subject.manifest, subject.run_dir
+    model = _load(subject.model_path)  # once, for layer names and the TFLite debugger's converter
     layer_names = layer_classes(model)
     inputs = [a[:DEBUG_SAMPLES] for a in reference.inputs.as_list]
     for artifact, report in zip(files, reports, strict=True):

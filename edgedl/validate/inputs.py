@@ -12,7 +12,6 @@ input's name or ``x_<name>``), labels per output (``y`` for the first output, or
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -36,24 +35,31 @@ class Inputs:
         return list(self.arrays.values())
 
 
-def gather_inputs(model_dir: Path | None, manifest: dict | None, specs: list, outputs: list[str], options,
-                  context: dict, say=print) -> Inputs:
-    """``specs``: the model's inputs (name, shape, dtype); ``context``: model facts, declared
-    preprocessing and the data path a card may name."""
-    data_path = options.data or context.get("heldout")
-    if data_path:
-        inputs = _from_user_data(Path(data_path), specs, outputs, options, manifest, model_dir, context, say)
-    elif manifest and manifest.get("heldout") and not options.synthetic:
-        arrays, labels = data_lib.read_named(model_dir / manifest["heldout"]["file"], [s.name for s in specs],
-                                             outputs, options.samples, "held-out data")
-        inputs = Inputs(arrays, labels, "held-out real data")
+def gather_inputs(subject, specs: list, outputs: list[str], options, facts: dict, say=print) -> Inputs:
+    """``specs``: the model's inputs (name, shape, dtype); ``facts``: the Keras model's own facts
+    ({} for a saved reference); ``subject``: what is known of the model (run, card, flags)."""
+    path, ready = subject.heldout
+    classes = _classes(outputs, facts)
+    if path is not None and not (ready and options.synthetic):
+        raw, labels = subject.read(path, specs, outputs, options.samples,
+                                   "held-out data" if ready else "validation data", facts, classes)
+        if ready:
+            inputs = Inputs(raw, labels, "held-out real data")
+        else:
+            arrays, decision = subject.to_model(raw, specs, facts, "validation", say)
+            inputs = Inputs(arrays, labels, "user data", decision)
     else:
-        x = _synthetic(model_dir, manifest, specs, options)
-        inputs = Inputs({specs[0].name: x}, {}, "synthetic inputs in the calibration range (weaker evidence)")
         if len(specs) != 1:
             raise DataError(f"the model takes {len(specs)} inputs ({', '.join(s.name for s in specs)}); "
                             "synthetic inputs cover one", hint="pass --data with one array per input name")
+        x = _synthetic(subject, specs, options)
+        inputs = Inputs({specs[0].name: x}, {}, "synthetic inputs in the calibration range (weaker evidence)")
     return _finish(inputs, specs, options)
+
+
+def _classes(outputs: list[str], facts: dict) -> dict:
+    """Class count per output, where the model's output shape says it (labels beyond it are refused)."""
+    return {name: n for name, n in zip(outputs, facts.get("output_classes") or [], strict=False) if n}
 
 
 def _finish(inputs: Inputs, specs: list, options) -> Inputs:
@@ -70,45 +76,8 @@ def _finish(inputs: Inputs, specs: list, options) -> Inputs:
     return Inputs(fitted, labels, inputs.evidence, inputs.preprocessing)
 
 
-def _from_user_data(path: Path, specs: list, outputs: list[str], options, manifest, model_dir, context,
-                    say) -> Inputs:
-    raw, labels = data_lib.read_named(path, [s.name for s in specs], outputs, options.samples, "validation data")
-    for spec in specs:  # the shape first: a wrong shape is the clearer message than the range it then has
-        data_lib.fit_to_input(raw[spec.name][:1], tuple(spec.shape[1:]), f"validation {spec.name}", dtype=spec.dtype)
-    facts = context.get("facts", {})
-    first_float = next((raw[s.name] for s in specs if not s.dtype.startswith(("int", "uint"))), None)
-    recorded = ((manifest or {}).get("dataset") or {}).get("preprocessing")
-    preprocessing = None
-    if first_float is not None:
-        preprocessing = data_lib.decide_preprocessing(first_float.dtype, 1 / 255 if first_float.dtype == np.uint8
-                                                      else 1.0, facts, context.get("declared"), recorded)
-        say(f"input preprocessing: {preprocessing['reason']}")
-    arrays = {}
-    for spec in specs:
-        integer = spec.dtype.startswith(("int", "uint"))
-        arrays[spec.name] = raw[spec.name] if integer or preprocessing is None else \
-            data_lib.apply_preprocessing(raw[spec.name], preprocessing)
-        if not integer:
-            data_lib.check_range(arrays[spec.name], reference_range(manifest, model_dir),
-                                 f"validation input {spec.name!r} after preprocessing", "the training inputs")
-    return Inputs(arrays, labels, "user data", preprocessing)
-
-
-def reference_range(manifest: dict | None, model_dir: Path | None) -> list[float] | None:
-    """The range of the inputs the model was fitted to: recorded at training, else its calibration set."""
-    recorded = (((manifest or {}).get("dataset") or {}).get("preprocessing") or {}).get("input_range")
-    if recorded:
-        return recorded
-    if manifest and manifest.get("calibration") and model_dir is not None:
-        with np.load(model_dir / manifest["calibration"]["file"], allow_pickle=False) as archive:
-            calibration = archive["x"]
-        if calibration.dtype.kind == "f":
-            return data_lib.value_range(calibration)
-    return None
-
-
-def _synthetic(model_dir, manifest, specs, options) -> np.ndarray:
-    low, high = reference_range(manifest, model_dir) or (0.0, 1.0)
+def _synthetic(subject, specs, options) -> np.ndarray:
+    low, high = subject.input_range() or (0.0, 1.0)
     count = options.synthetic or 256
     shape = tuple(d if d else 1 for d in specs[0].shape[1:])
     values = count * int(np.prod(shape, dtype=np.int64))

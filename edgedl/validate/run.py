@@ -13,14 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.card import find_card, load_card, with_flags
 from ..core.errors import ArtifactError, DataError, EdgedlError, ModelError, UsageError
 from ..core.files import verify_sha256, write_json, write_text
 from ..core.layout import (
-    EXPORTS,
     VALIDATION_REPORT,
     find_artifacts,
-    load_run,
     precision_of,
     read_sidecar,
     relative_to,
@@ -28,6 +25,7 @@ from ..core.layout import (
 from ..core.metrics import accuracy, is_classification
 from ..core.outputs import claim
 from ..runners.base import TensorInfo
+from ..subject import Declared, Subject
 from ..train.architectures import registry as architectures
 from .inputs import Inputs, gather_inputs
 from .matrix import matrix_markdown, matrix_rows
@@ -71,15 +69,16 @@ def validate(model: str | Path | None, artifacts: list[str | Path], options: Val
     if options.save_results:  # refused before any work when it would land on someone else's files
         claim(options.save_results, "results", option="--save-results")
     check_overrides(options.overrides)
-    model_path, model_dir, manifest = _resolve_model(model)
-    if not artifacts and model_dir is not None:
-        artifacts = [model_dir / EXPORTS]
+    subject = _subject(model, options)
+    model_path = subject.model_path
+    if not artifacts and model_path is not None:
+        artifacts = [subject.default_exports]  # a run's exports/, or the exports/ beside a .keras file
     files = find_artifacts(artifacts)
-    reference = _reference(model_path, model_dir, manifest, options, say)
+    reference = _reference(subject, options, say)
     warnings = check_reference(reference.result, say)
     reports, results = [], {}
     for artifact in files:
-        report, result = _validate_one(artifact, reference, manifest, options, say)
+        report, result = _validate_one(artifact, reference, options, say)
         reports.append(report)
         if result is not None:
             results[artifact.name] = result
@@ -92,9 +91,17 @@ def validate(model: str | Path | None, artifacts: list[str | Path], options: Val
     if options.layers:
         from .drift import layer_drift
 
-        summary["drift"] = layer_drift(model_path, files, reference, reports, manifest, model_dir, options, say)
+        summary["drift"] = layer_drift(subject, files, reference, reports, options, say)
     _save(summary, reference, results, files, options)
     return summary
+
+
+def _subject(model, options) -> Subject:
+    """The model's facts: a Subject a caller resolved already (bundle), else resolved from the flags."""
+    if isinstance(model, Subject):
+        return model
+    declared = Declared.of(options)
+    return Subject.resolve(model, declared) if model is not None else Subject.bare(declared)
 
 
 def failure_message(summary: dict) -> str | None:
@@ -103,18 +110,6 @@ def failure_message(summary: dict) -> str | None:
     if not failed:
         return None
     return f"{len(failed)} of {len(summary['artifacts'])} artifact(s) are not faithful: {', '.join(failed)}"
-
-
-def _resolve_model(model) -> tuple[Path | None, Path | None, dict | None]:
-    if model is None:
-        return None, None, None
-    path = Path(model)
-    if path.is_dir():
-        manifest = load_run(path)
-        return path / manifest["model"]["file"], path, manifest
-    if not path.exists():
-        raise ArtifactError(f"model not found: {path}")
-    return path, None, None
 
 
 def check_reference(result: RunResult, say) -> list[str]:
@@ -142,59 +137,43 @@ class Reference:
         self.labels = labels  # class names, when known (run manifest, card or --labels)
 
 
-def model_context(model_path: Path | None, manifest: dict | None, options, facts: dict) -> dict:
-    """What the run manifest knows, or else what the user declared in a card or flags."""
-    card_path = options.card or (find_card(model_path) if model_path and manifest is None else None)
-    card = with_flags(load_card(card_path) if card_path else None, options.task, options.labels,
-                      options.input_scale, options.input_offset)
-    run = manifest or {}
-    # an adopted run keeps its card's per-output tasks (a regression head beside a classifier)
-    card.output_tasks = {**((run.get("adopted") or {}).get("output_tasks") or {}), **card.output_tasks}
-    return {"facts": facts, "declared": card.preprocessing, "heldout": card.heldout, "card": card,
-            "task": card.task or run.get("task"), "labels": card.labels or run.get("class_names")}
-
-
-def _reference(model_path, model_dir, manifest, options, say) -> Reference:
-    architecture = (manifest or {}).get("architecture")
+def _reference(subject: Subject, options, say) -> Reference:
     if options.reference:
-        return _saved_reference(model_path, model_dir, manifest, options, architecture, say)
-    if model_path is None:
+        return _saved_reference(subject, options, say)
+    if subject.model_path is None:
         raise UsageError("validate needs the original model (a .keras file or run folder) or --reference")
     from ..runners.keras import KerasRunner
     from ..runners.modelio import model_facts
 
-    runner = KerasRunner(model_path, safe_mode=not options.unsafe)
+    runner = KerasRunner(subject.model_path, safe_mode=not options.unsafe)
     facts = model_facts(runner.model)
-    context = model_context(model_path, manifest, options, facts)
     names = [t.name for t in runner.outputs]
-    inputs = gather_inputs(model_dir, manifest, runner.inputs, names, options, context, say)
+    inputs = gather_inputs(subject, runner.inputs, names, options, facts, say)
     started = time.perf_counter()
     outputs = runner.infer(inputs.arrays)
     specs = [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in runner.inputs]
-    kinds = [output_kind(name, out, inputs.labels.get(name), context["card"].task_for(name) or context["task"],
-                         activation) for name, out, activation in zip(names, outputs, facts["output_activations"],
-                                                                        strict=True)]
-    result = RunResult(source=str(model_path), backend="keras", outputs=outputs, output_names=names,
+    kinds = [output_kind(name, out, inputs.labels.get(name), subject.task_for(name), activation)
+             for name, out, activation in zip(names, outputs, facts["output_activations"], strict=True)]
+    result = RunResult(source=str(subject.model_path), backend="keras", outputs=outputs, output_names=names,
                        inputs_sha256=inputs_sha256(inputs.as_list),
-                       info={"inputs": specs, "architecture": architecture, "kinds": kinds},
+                       info={"inputs": specs, "architecture": subject.architecture, "kinds": kinds},
                        seconds=time.perf_counter() - started)
-    say(f"reference: {model_path} on {inputs.count} samples of {inputs.evidence}")
-    return Reference(result, inputs, architecture, kinds, context["labels"])
+    say(f"reference: {subject.model_path} on {inputs.count} samples of {inputs.evidence}")
+    return Reference(result, inputs, subject.architecture, kinds, subject.labels)
 
 
-def _saved_reference(model_path, model_dir, manifest, options, architecture, say) -> Reference:
+def _saved_reference(subject: Subject, options, say) -> Reference:
     saved = load_result(options.reference)
     specs = [TensorInfo(s["name"], tuple(s["shape"]), s["dtype"]) for s in saved.info.get("inputs", [])]
     if not specs:
         raise ArtifactError(f"saved reference {options.reference} does not record its inputs; save it again")
-    context = model_context(model_path, manifest, options, {})
-    inputs = gather_inputs(model_dir, manifest, specs, saved.output_names, options, context, say)
+    inputs = gather_inputs(subject, specs, saved.output_names, options, {}, say)
     if inputs_sha256(inputs.as_list) != saved.inputs_sha256:
         raise DataError(f"saved reference {options.reference} was made on other inputs than these",
                         hint="use the same --data/--samples as when it was saved")
     say(f"reference: saved result {options.reference} ({inputs.count} samples)")
     kinds = saved.info.get("kinds") or ["classification"] * len(saved.outputs)
-    return Reference(saved, inputs, architecture or saved.info.get("architecture"), kinds, context["labels"])
+    return Reference(saved, inputs, subject.architecture or saved.info.get("architecture"), kinds, subject.labels)
 
 
 def check_overrides(overrides: dict) -> None:
@@ -233,7 +212,7 @@ def _resolution_notes(reports: list[dict], reference: Reference, say) -> list[st
     return notes
 
 
-def _validate_one(artifact: Path, reference: Reference, manifest, options, say) -> tuple[dict, RunResult | None]:
+def _validate_one(artifact: Path, reference: Reference, options, say) -> tuple[dict, RunResult | None]:
     from ..runners import open_runner
 
     facts = read_sidecar(artifact)
