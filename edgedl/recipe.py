@@ -6,13 +6,13 @@ the trainer all read them from this list.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.card import TASKS
 from .core.errors import UsageError
 from .core.files import read_toml
+from .core.settings import GATES, TOLERANCES, TRAIN, check_known, check_table
 from .data import DEFAULT_DATA
 
 DEFAULT_TARGETS = ["tflite:fp32", "tflite:fp16", "tflite:dynamic", "tflite:int8", "onnx:fp32", "onnx:int8"]
@@ -20,58 +20,35 @@ DEFAULT_TARGETS = ["tflite:fp32", "tflite:fp16", "tflite:dynamic", "tflite:int8"
 TRAIN_SETTINGS = ("epochs", "batch_size", "learning_rate", "augment", "patience", "clipnorm")
 RUNTIME_SETTINGS = ("device", "strategy", "mixed_precision", "verbose", "task", "qat_epochs", "backend")
 TRAIN_KEYS = {*TRAIN_SETTINGS, "seed", "qat_epochs", "backend"}
-GATE_KEYS = {"max_accuracy_drop", "min_agreement", "max_latency_ms", "max_size_kb"}
+GATE_KEYS = set(GATES)
 DEFAULT_CALIBRATION_SAMPLES = 200
 DEFAULT_QAT_EPOCHS = 3  # quantization-aware fine-tuning: train --qat, finetune, the rescue ladder's qat rung
 RESCUE_RUNGS = ("calibration", "keep_float", "int16x8", "qat")
-AUGMENTATIONS = ("none", "shift")
-MAX_SEED = 2**32 - 1  # numpy and Keras seeds are unsigned 32-bit
-
-
-def _whole(value, low: int, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise UsageError(f"{key} must be a whole number ≥ {low}, got {value!r}")
-    return value
-
-
-def _positive(value, key: str, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise UsageError(f"{key} must be a finite number > 0, got {value!r}")
-    return float(value)
+# The tables of a recipe and the keys each may hold: anything else is a typo, refused before any work.
+RECIPE_KEYS = {
+    "model": {"name", "architecture", "keras", "card"},
+    "data": {"source", "seed", "task"},
+    "train": TRAIN_KEYS,
+    "export": {"targets", "calibration_samples", "calibration_method"},
+    "gates": GATE_KEYS,
+    "tolerances": set(TOLERANCES),
+    "rescue": {"rungs", "qat_epochs"},
+}
 
 
 def check_settings(settings: dict, seed) -> None:
     """Refuse settings that cannot make sense before any work starts (each named with its value)."""
-    _whole(settings["epochs"], 1, "epochs")
-    _whole(settings["batch_size"], 1, "batch_size")
-    _whole(settings.get("patience", 0), 0, "patience")
-    _positive(settings["learning_rate"], "learning_rate")
-    _positive(settings.get("clipnorm"), "clipnorm", allow_none=True)
-    if settings.get("augment", "none") not in AUGMENTATIONS:
-        raise UsageError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {settings['augment']!r}")
+    check_table({k: v for k, v in settings.items() if k in TRAIN}, TRAIN, "training settings")
     check_seed(seed)
 
 
 def check_seed(seed) -> int:
-    if _whole(seed, 0, "seed") > MAX_SEED:
-        raise UsageError(f"seed must be at most {MAX_SEED}, got {seed}")
-    return seed
+    return TRAIN["seed"].check(seed)
 
 
-def check_gates(gates: dict, where: str = "gates") -> dict:
-    """Gate limits are numbers (fractions for accuracy and agreement); refused before any work."""
-    for key, value in gates.items():
-        if key not in GATE_KEYS:
-            raise UsageError(f"{where}: unknown gate {key!r}; known: {sorted(GATE_KEYS)}")
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise UsageError(f"{where}: gate {key} must be a finite number ≥ 0, got {value!r}")
-        if key in ("max_accuracy_drop", "min_agreement") and value > 1:
-            raise UsageError(f"{where}: gate {key} is a fraction between 0 and 1 (0.005 = 0.5 pp), got {value!r}")
-    return gates
+def check_gate_settings(gates: dict, where: str = "gates") -> dict:
+    """Gate limits are numbers in their range (fractions for accuracy and agreement); refused before any work."""
+    return check_table(gates, GATES, where)
 
 
 @dataclass
@@ -126,16 +103,16 @@ def is_recipe(spec: str) -> bool:
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     doc = read_toml(path, "recipe")
+    check_known(doc, RECIPE_KEYS, f"recipe {path}: table")
+    for name, keys in RECIPE_KEYS.items():
+        check_known(_table(doc, name, path), keys, f"recipe {path} [{name}]")
     model = _table(doc, "model", path)
     if ("architecture" in model) == ("keras" in model):
         raise UsageError(f"recipe {path} needs exactly one of [model] architecture = \"...\" (train it) "
                          "or keras = \"model.keras\" (a model trained elsewhere)")
     train = _table(doc, "train", path)
-    unknown = set(train) - TRAIN_KEYS
-    if unknown:
-        raise UsageError(f"recipe {path}: unknown [train] keys {sorted(unknown)}; known: {sorted(TRAIN_KEYS)}")
-    _check_train_table(train, path)
-    gates = check_gates(_table(doc, "gates", path), f"recipe {path} [gates]")
+    check_table({k: v for k, v in train.items() if k in TRAIN}, TRAIN, f"recipe {path} [train]")
+    gates = check_gate_settings(_table(doc, "gates", path), f"recipe {path} [gates]")
     export, data = _table(doc, "export", path), _table(doc, "data", path)
     targets = export.get("targets", DEFAULT_TARGETS)
     if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
@@ -153,18 +130,19 @@ def load_recipe(path: str | Path) -> Recipe:
         keras=_beside(path, _text(model["keras"], "[model] keras", path)) if "keras" in model else None,
         card=_beside(path, _text(model["card"], "[model] card", path)) if "card" in model else None,
         task=task,
-        tolerances=_numbers(_table(doc, "tolerances", path), f"recipe {path} [tolerances]"),
+        tolerances=check_table(_table(doc, "tolerances", path), TOLERANCES, f"recipe {path} [tolerances]"),
         data=_text(data.get("source", DEFAULT_DATA), "[data] source", path),
-        seed=_in_recipe(path, check_seed, data.get("seed", 0)),
+        seed=TRAIN["seed"].check(data.get("seed", 0), f"recipe {path} [data]"),
         train=train,
         targets=list(targets),
-        calibration_samples=_in_recipe(path, _whole, export.get("calibration_samples", DEFAULT_CALIBRATION_SAMPLES),
-                                       1, "calibration_samples"),
+        calibration_samples=TRAIN["calibration_samples"].check(
+            export.get("calibration_samples", DEFAULT_CALIBRATION_SAMPLES), f"recipe {path} [export]"),
         calibration_method=_text(export.get("calibration_method", "minmax"), "[export] calibration_method", path),
         gates=gates,
         path=path,
         rescue=list(rungs),
-        qat_epochs=_in_recipe(path, _whole, rescue.get("qat_epochs", DEFAULT_QAT_EPOCHS), 1, "qat_epochs"),
+        qat_epochs=_at_least_one(TRAIN["qat_epochs"].check(rescue.get("qat_epochs", DEFAULT_QAT_EPOCHS),
+                                                          f"recipe {path} [rescue]"), f"recipe {path} [rescue]"),
     )
 
 
@@ -183,14 +161,6 @@ def _beside(recipe: Path, relative: str) -> Path:
     return path if path.is_absolute() else recipe.parent / path
 
 
-def _numbers(table: dict, where: str) -> dict:
-    for key, value in table.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value)):
-            raise UsageError(f"{where}: {key} must be a finite number, got {value!r}")
-    return table
-
-
 def _table(doc: dict, name: str, path: Path) -> dict:
     table = doc.get(name, {})
     if not isinstance(table, dict):
@@ -204,22 +174,10 @@ def _text(value, key: str, path: Path) -> str:
     return value
 
 
-def _in_recipe(path: Path, check, *args):
-    try:
-        return check(*args)
-    except UsageError as exc:
-        raise UsageError(f"recipe {path}: {exc}") from exc
-
-
-def _check_train_table(train: dict, path: Path) -> None:
-    checks = {"epochs": lambda v: _whole(v, 1, "epochs"), "batch_size": lambda v: _whole(v, 1, "batch_size"),
-              "patience": lambda v: _whole(v, 0, "patience"), "seed": check_seed,
-              "learning_rate": lambda v: _positive(v, "learning_rate"), "clipnorm": lambda v: _positive(v, "clipnorm")}
-    for key, value in train.items():
-        if key in checks:
-            _in_recipe(path, checks[key], value)
-        elif key == "augment" and value not in AUGMENTATIONS:
-            raise UsageError(f"recipe {path}: augment must be one of {', '.join(AUGMENTATIONS)}, got {value!r}")
+def _at_least_one(epochs: int, where: str) -> int:
+    if epochs < 1:
+        raise UsageError(f"{where}: qat_epochs must be ≥ 1 for the qat rung, got {epochs}")
+    return epochs
 
 
 def train_config(recipe=None, model=None, data=None, out=None, seed=None, calibration_samples=None,
@@ -250,7 +208,7 @@ def train_config(recipe=None, model=None, data=None, out=None, seed=None, calibr
         if value is not None:
             setattr(config, key, value)
     config.task = base.get("task")
-    config.qat_epochs = _whole(base.get("qat_epochs", 0), 0, "qat_epochs")
+    config.qat_epochs = TRAIN["qat_epochs"].check(base.get("qat_epochs", 0))
     config.backend = base.get("backend", "tensorflow")
     if base.get("name"):
         from .core.outputs import safe_name

@@ -32,7 +32,7 @@ ARTIFACTS = [(a, f"{a}_{p}.tflite") for a in ARCHS for p in ("fp32", "fp16", "dy
 
 @pytest.mark.parametrize("arch, name", ARTIFACTS)
 def test_every_artifact_loads_and_runs(tiny_exports, arch, name):
-    from edgedl.runners import open_runner
+    from edgedl.runners.open import open_runner
 
     path = tiny_exports[arch] / name
     facts = json.loads(path.with_name(name + ".json").read_text())
@@ -142,7 +142,7 @@ def test_unsupported_mode_is_refused_before_converting(tmp_path):
 def test_backwards_and_bidirectional_lstms_become_fused_builtin_ops(tmp_path, merge):
     import keras
 
-    from edgedl.runners import open_runner
+    from edgedl.runners.open import open_runner
     from edgedl.runners.keras import KerasRunner
 
     inputs = keras.Input((6, 3), name="seq")
@@ -224,7 +224,7 @@ def _zoo_model(kind: str):
     ("bidirectional", ["onnx"], ["none"]),
 ])
 def test_common_layers_export_and_match(tmp_path, kind, formats, quantize):
-    from edgedl.runners import open_runner
+    from edgedl.runners.open import open_runner
     from edgedl.runners.keras import KerasRunner
 
     model = _zoo_model(kind)

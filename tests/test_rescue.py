@@ -41,18 +41,18 @@ def test_recipe_rescue_rungs_are_checked(tmp_path):
 
 
 def test_a_rescued_artifact_is_judged_through_its_rescue():
-    from edgedl.pipeline.gates import check_gates
+    from edgedl.pipeline.gates import judge_gates
 
     validation = {"matrix": [
         {"artifact": "m_int8.tflite", "precision": "int8", "verdict": "FAIL", "size": 10, "agreement": 0.9},
         {"artifact": "m_mixed.tflite", "precision": "mixed", "verdict": "FAIL", "size": 11, "rescue": "keep_float"},
         {"artifact": "m_int16x8.tflite", "precision": "int16x8", "verdict": "pass", "size": 12, "rescue": "int16x8",
          "agreement": 0.999}]}
-    gates = check_gates({"min_agreement": 0.99}, validation, None,
+    gates = judge_gates({"min_agreement": 0.99}, validation, None,
                         {"m_int8.tflite": {"rung": "int16x8", "artifact": "m_int16x8.tflite"}})
     assert all(g["passed"] for g in gates)
     assert any(g["gate"] == "rescued" and "int16x8" in g["detail"] for g in gates)
-    assert not all(g["passed"] for g in check_gates({"min_agreement": 0.99}, validation, None, {}))
+    assert not all(g["passed"] for g in judge_gates({"min_agreement": 0.99}, validation, None, {}))
 
 
 # ---------------------------------------------------------------- the sensor model, through the pipeline

@@ -13,7 +13,7 @@ from edgedl.core import layout, metrics
 from edgedl.core.errors import UsageError
 from edgedl.export.plan import parse_targets, plan_targets
 from edgedl.pipeline.cache import StepCache, step_key
-from edgedl.pipeline.gates import check_gates, failed_gate_message, recommend
+from edgedl.pipeline.gates import judge_gates, failed_gate_message, recommend
 from edgedl.pipeline.report import pareto_front, to_html
 from edgedl.recipe import DEFAULT_TARGETS, TRAIN_SETTINGS, load_recipe, train_config
 from edgedl.validate.parity import align_outputs
@@ -143,7 +143,7 @@ def test_board_table_holds_datasheet_memory_and_judges_fit_with_headroom():
 
 def test_check_gates_names_each_failure():
     gates = {"max_accuracy_drop": 0.003, "min_agreement": 0.99, "max_latency_ms": 0.05, "max_size_kb": 2}
-    results = check_gates(gates, VALIDATION, BENCH)
+    results = judge_gates(gates, VALIDATION, BENCH)
     failed = {(g["gate"], g["artifact"]) for g in results if not g["passed"]}
     assert failed == {("max_accuracy_drop", "m_int8.tflite"), ("max_latency_ms", "m_fp32.tflite"),
                       ("max_size_kb", "m_fp32.tflite"), ("max_size_kb", "m_fp32.onnx"),
@@ -151,11 +151,11 @@ def test_check_gates_names_each_failure():
                       ("parity", "m_fp16.tflite")}
     detail = next(g["detail"] for g in results if g["gate"] == "max_accuracy_drop" and not g["passed"])
     assert detail == "m_int8.tflite: accuracy drop 0.40 pp (limit 0.30 pp)"
-    assert all(g["passed"] for g in check_gates({}, VALIDATION, BENCH) if g["artifact"] != "m_fp16.tflite")
+    assert all(g["passed"] for g in judge_gates({}, VALIDATION, BENCH) if g["artifact"] != "m_fp16.tflite")
 
 
 def test_failed_gate_message():
-    summary = {"recipes": [{"name": "m", "gates": check_gates({}, VALIDATION, BENCH), "errors": ["bundle: x"]}]}
+    summary = {"recipes": [{"name": "m", "gates": judge_gates({}, VALIDATION, BENCH), "errors": ["bundle: x"]}]}
     assert failed_gate_message(summary) == "m: parity (m_fp16.tflite: parity FAIL); m: bundle: x"
     assert failed_gate_message({"recipes": [{"name": "m", "gates": [], "errors": []}]}) is None
 

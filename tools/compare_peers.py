@@ -54,7 +54,7 @@ def make_peers(model_path: Path, folder: Path) -> dict[str, Path | str]:
 
 def accuracy(path: Path, run_dir: Path) -> tuple[float | None, str]:
     from edgedl.data import fit_to_input
-    from edgedl.runners import open_runner
+    from edgedl.runners.open import open_runner
 
     heldout = np.load(run_dir / "heldout.npz")
     try:

@@ -41,7 +41,7 @@ def _feeds(runner, batch: int, seed: int):
 
 
 def _open(spec: dict):
-    from edgedl.runners import open_runner
+    from edgedl.runners.open import open_runner
 
     # threads 0 means the runtime's own default. This process is the isolation: the parent bounds its
     # memory and time, and it dies with the parent.

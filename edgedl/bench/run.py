@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core.env import child_preexec, library_versions, machine_fingerprint, memory_limit_mb, time_limit_s
 from ..core.layout import VALIDATION_REPORT, find_artifacts, model_key, precision_of
-from ..runners import backend_for
+from ..runners.local import backend_for
 
 SCHEMA = "bench/1"
 

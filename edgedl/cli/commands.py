@@ -7,11 +7,21 @@ from pathlib import Path
 import click
 
 from ..core.errors import EdgedlError, GateFailure, ParityFailure
+from ..core.settings import GATES, TOLERANCES, TRAIN
 from ..data import DEFAULT_DATA, builtin_names
 from ..export.plan import CALIBRATION_METHODS, DEFAULT_OPSET, IO_TYPES, ONNX_QUANT_RECIPES, OPSET_RANGE
-from ..recipe import DEFAULT_QAT_EPOCHS, MAX_SEED
+from ..recipe import DEFAULT_QAT_EPOCHS
 from ..train.backends import BACKENDS
-from .group import card_options, cli, csv_list, finite, int_list, preprocessing_options, tolerance_option
+from .group import (
+    card_options,
+    cli,
+    csv_list,
+    finite,
+    int_list,
+    preprocessing_options,
+    setting_option,
+    tolerance_option,
+)
 
 
 @cli.command()
@@ -21,16 +31,12 @@ from .group import card_options, cli, csv_list, finite, int_list, preprocessing_
 @click.option("--data", "-d", default=None,
               help=f"Built-in data ({', '.join(builtin_names())}), a Keras dataset name if cached, an .npz with "
                    f"x_train/y_train[/x_test/y_test], or an image folder (one sub-folder per class). [default: {DEFAULT_DATA}]")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Maximum epochs (early stopping may end sooner).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Per-replica batch size.")
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None, callback=finite,
-              help="Peak learning rate.")
-@click.option("--augment", type=click.Choice(["none", "shift"]), default=None,
-              help="Input-pipeline augmentation (never inside the exported model).")
-@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None,
-              help="Seed for split, init, shuffling, augmentation. [default: 0]")
-@click.option("--calibration-samples", type=click.IntRange(min=1), default=None,
-              help="Training samples saved for int8 calibration. [default: 200]")
+@setting_option(TRAIN["epochs"])
+@setting_option(TRAIN["batch_size"])
+@setting_option(TRAIN["learning_rate"])
+@setting_option(TRAIN["augment"])
+@setting_option(TRAIN["seed"], help="Seed for split, init, shuffling, augmentation. [default: 0]")
+@setting_option(TRAIN["calibration_samples"], help="Training samples saved for int8 calibration. [default: 200]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
               help="auto uses a GPU whenever TensorFlow sees one.")
 @click.option("--strategy", type=click.Choice(["auto", "none", "mirrored", "multiworker"]), default="auto",
@@ -44,8 +50,7 @@ from .group import card_options, cli, csv_list, finite, int_list, preprocessing_
               help="What the labels are. [default: whole-number labels are classes, anything else regression]")
 @click.option("--qat", is_flag=True, help="After float training, fine-tune under int8 fake quantization (per-channel "
                                           "weights, per-tensor activations; BatchNorm folded) so int8 loses less.")
-@click.option("--qat-epochs", type=click.IntRange(min=1), default=None,
-              help="Epochs of quantization-aware fine-tuning (implies --qat). [default: 3]")
+@setting_option(TRAIN["qat_epochs"], help="Epochs of quantization-aware fine-tuning (implies --qat). [default: 3]")
 @click.option("--unsafe", is_flag=True, help="Load a .keras --model with safe mode off (runs code inside it).")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder for model.keras + manifest.json. [default: runs/<model>]")
@@ -87,10 +92,9 @@ def train(recipe, model, data, epochs, batch_size, learning_rate, augment, seed,
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--qat/--float", "qat", default=True, show_default=True,
               help="Fine-tune under int8 fake quantization (quantization-aware), or in plain float (the control).")
-@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULT_QAT_EPOCHS, show_default=True,
-              help="Fine-tuning epochs; the one with the lowest (fake-quantized) validation loss is kept.")
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None, callback=finite,
-              help="Fixed learning rate. [default: a tenth of the run's peak learning rate]")
+@setting_option(TRAIN["epochs"], default=DEFAULT_QAT_EPOCHS, show_default=True,
+                help="Fine-tuning epochs; the one with the lowest (fake-quantized) validation loss is kept.")
+@setting_option(TRAIN["learning_rate"], help="Fixed learning rate. [default: a tenth of the run's peak learning rate]")
 @click.option("--data", default=None, help="Training data (.npz with x_train/y_train…) for a run edgedl did not "
                                            "train. [default: the data the run names]")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
@@ -166,8 +170,7 @@ def _parse_shapes(values: tuple[str, ...]) -> dict:
               help="Input/output type of full-integer TFLite models.")
 @click.option("--calibration", type=click.Path(dir_okay=False), default=None,
               help="An .npz of representative inputs (key x, or one key per input). [default: the run's subset]")
-@click.option("--calibration-samples", type=click.IntRange(min=1), default=None,
-              help="Use at most this many calibration samples.")
+@setting_option(TRAIN["calibration_samples"], help="Use at most this many calibration samples.")
 @click.option("--input-shape", multiple=True, help="Sizes for open dimensions, without batch: 28,28 or name=28,28.")
 @click.option("--seq-len", type=click.IntRange(min=1), default=None, help="Timesteps, for sequence inputs left open.")
 @click.option("--opset", type=click.IntRange(*OPSET_RANGE), default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
@@ -256,10 +259,10 @@ def inspect(files, as_json):
               help="Use N seeded random inputs in the calibration range (weaker evidence).")
 @click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True,
               help="At most this many samples.")
-@click.option("--atol", type=click.FloatRange(min=0), callback=finite, default=None, help="Override the max absolute error allowed.")
-@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
+@setting_option(TOLERANCES["atol"], help="Override the max absolute error allowed.")
+@setting_option(TOLERANCES["min_agreement"],
               help="Override the minimum top-1 agreement (0..1).")
-@click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), default=None,
+@setting_option(TOLERANCES["max_accuracy_drop"],
               help="Override the largest accuracy drop allowed (0..1, e.g. 0.005 = 0.5 pp).")
 @click.option("--layers", is_flag=True, help="Also report per-layer drift of int8 artifacts.")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Worst layers to list.")
@@ -371,8 +374,8 @@ def bench(artifacts, threads, batch, warmup, runs, min_time, pin_cpu, backend, n
 @click.option("--target", "targets", default="all", show_default=True,
               help="Comma-separated: rpi, android, mcu, or all, plus at most one microcontroller board "
                    "(e.g. all,nano33ble) to fit the mcu/ build to; see `edgedl mcu-check --help` for boards.")
-@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="Validation override (0..1).")
-@click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), default=None, help="Validation override (0..1).")
+@setting_option(TOLERANCES["min_agreement"], help="Validation override.")
+@setting_option(TOLERANCES["max_accuracy_drop"], help="Validation override.")
 @tolerance_option
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="Held-out data (.npz: x or one array per input, labels y or y_<output>) for a model edgedl did "
@@ -417,11 +420,11 @@ def bundle(artifact, out, targets, min_agreement, max_accuracy_drop, tolerances,
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/pipeline"),
               show_default=True, help="Where runs, exports, bundles and the report go.")
 @click.option("--force", is_flag=True, help="Rerun every step, even those whose inputs are unchanged.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the recipes' epochs (quick runs).")
-@click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), default=None, help="Gate (0..1).")
-@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None, help="Gate (0..1).")
-@click.option("--max-latency-ms", type=click.FloatRange(min=0), callback=finite, default=None, help="Gate on p50 latency.")
-@click.option("--max-size-kb", type=click.FloatRange(min=0), callback=finite, default=None, help="Gate on artifact size.")
+@setting_option(TRAIN["epochs"], help="Override the recipes' epochs (quick runs).")
+@setting_option(GATES["max_accuracy_drop"], help="Gate: largest accuracy drop.")
+@setting_option(GATES["min_agreement"], help="Gate: least top-1 agreement.")
+@setting_option(GATES["max_latency_ms"], help="Gate on p50 latency (ms).")
+@setting_option(GATES["max_size_kb"], help="Gate on artifact size (KB).")
 @click.option("--bench-time", type=click.FloatRange(min=0), callback=finite, default=1.0, show_default=True,
               help="Seconds of timed runs per artifact.")
 @click.option("--no-layers", is_flag=True, help="Skip per-layer drift of int8 artifacts.")

@@ -39,6 +39,23 @@ def finite(ctx, param, value):  # noqa: ARG001 - click callback signature
     return value
 
 
+def setting_option(setting, *decls, default=None, show_default: bool = False, help: str | None = None):
+    """A click option made from one setting of core/settings.py: its name, type, range and help, so
+    the CLI and recipes check the same range with the same words."""
+    from ..core.errors import UsageError
+
+    def check(ctx, param, value):  # noqa: ARG001 - click callback signature
+        try:
+            return None if value is None else setting.check(value)
+        except UsageError as exc:
+            raise click.BadParameter(exc.one_line()) from exc
+
+    kind = click.Choice(setting.choices) if setting.kind == "choice" else (int if setting.kind == "int" else float)
+    bounds = f" ({setting.bounds()})" if setting.kind != "choice" else ""
+    return click.option(f"--{setting.name.replace('_', '-')}", *decls, type=kind, default=default, callback=check,
+                        show_default=show_default, help=(help or setting.help) + bounds)
+
+
 @click.group(context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="edgedl")
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's own logs and warnings.")
@@ -76,7 +93,13 @@ def _tolerances(ctx, param, values) -> dict:  # noqa: ARG001 - click callback si
             sep = ""
         if not sep or not key.strip() or not math.isfinite(limits.get(key.strip(), 0.0)):
             raise click.BadParameter(f"expected KEY=NUMBER like max_mean_error_steps=3, got {value!r}")
-    return limits
+    from ..core.errors import UsageError
+    from ..core.settings import TOLERANCES, check_table
+
+    try:  # a typo or a nonsense gate is refused here, before any work (core/settings.py)
+        return check_table(limits, TOLERANCES, "--tolerance")
+    except UsageError as exc:
+        raise click.BadParameter(exc.one_line()) from exc
 
 
 tolerance_option = click.option(

@@ -76,7 +76,9 @@ def bundle(artifact: str | Path, out: str | Path, labels: str | Path | None = No
 
 def _split_tolerances(tolerances: dict) -> tuple[dict, dict]:
     """Named options of validate (min_agreement, max_accuracy_drop, atol) and the other limits."""
-    named = {k: v for k, v in tolerances.items() if k in ("min_agreement", "max_accuracy_drop", "atol")}
+    from ..validate.run import NAMED_LIMITS
+
+    named = {k: v for k, v in tolerances.items() if k in NAMED_LIMITS}
     return {k: v for k, v in tolerances.items() if k not in named}, named
 
 
@@ -197,7 +199,7 @@ def _labels(parity: dict, origin: Subject) -> list[str]:
 
 def _golden(staging: Path, artifact: Path, parity: dict, precision: str) -> dict:
     """The first validated samples and the artifact's outputs on them: the device's self-test."""
-    from ..runners import open_runner
+    from ..runners.open import open_runner
 
     inputs = parity["kept_inputs"]
     with open_runner(artifact) as runner:  # the user's file: run bounded, in a child process

@@ -133,7 +133,7 @@ def _resolve(source: Path, data: str | None, samples: int):
     facts = read_sidecar(source)
     _require_int8(source, facts.get("precision"))
     inputs = _inputs_for(source, facts, data, samples)
-    from ..runners import open_runner
+    from ..runners.open import open_runner
 
     with open_runner(source) as runner:  # LiteRT, bounded: the outputs TFLM must reproduce
         expected = runner.run(runner.prepare(inputs))

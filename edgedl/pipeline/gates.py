@@ -33,7 +33,7 @@ def recommend(validation: dict | None, bench: dict | None, mcu: dict | None = No
     return min(near, key=lambda r: r["size"])["artifact"]
 
 
-def check_gates(gates: dict, validation: dict | None, bench: dict | None, rescued: dict | None = None) -> list[dict]:
+def judge_gates(gates: dict, validation: dict | None, bench: dict | None, rescued: dict | None = None) -> list[dict]:
     """Each gate on each artifact. An int8 artifact the rescue ladder replaced is judged through its
     rescue, and a rung that was tried and did not pass is a record of the climb, not a failure."""
     results = []

@@ -18,10 +18,9 @@ from ..core.errors import EdgedlError, UsageError
 from ..core.files import read_json, sha256_file, write_json
 from ..core.layout import EXPORTS, HISTORY_FILE, INDEX, MANIFEST, VALIDATION_REPORT, sidecar_path
 from ..core.outputs import claim, inside, safe_name
-from ..recipe import Recipe, load_recipe, train_config
-from ..recipe import check_gates as check_gates_settings
+from ..recipe import Recipe, check_gate_settings, load_recipe, train_config
 from .cache import StepCache, digest_of, step_key
-from .gates import check_gates, recommend
+from .gates import judge_gates, recommend
 from .rescue import artifacts as rescue_artifacts
 from .rescue import failing_int8, ladder, rescue_rows, rescued
 
@@ -57,7 +56,7 @@ def pipeline(recipes: list[str | Path] | None = None, options: PipelineOptions |
     options = options or PipelineOptions()
     paths = [Path(r) for r in recipes] if recipes else default_recipes()
     loaded = _load_all(paths)  # every recipe, gate and name checked before any work starts
-    check_gates_settings({k: v for k, v in options.gates.items() if v is not None}, "pipeline options")
+    check_gate_settings({k: v for k, v in options.gates.items() if v is not None}, "pipeline options")
     if options.target:
         from ..deploy.boards import board
 
@@ -178,7 +177,7 @@ def _run_recipe(recipe: Recipe, options: PipelineOptions, say) -> dict:
         except EdgedlError as exc:
             errors.append(f"bundle: {exc.one_line()}")
     gates = {**recipe.gates, **{k: v for k, v in options.gates.items() if v is not None}}
-    gate_results = check_gates(gates, validation, bench, rescued(rescue or {}))
+    gate_results = judge_gates(gates, validation, bench, rescued(rescue or {}))
     failed_gates = [g for g in gate_results if not g["passed"]]
     for gate in failed_gates:
         say(f"✗ gate {gate['gate']}: {gate['detail']}")

@@ -35,11 +35,10 @@ def _serve(conn, spec: dict, parent_pid: int) -> None:
     from ..core.env import untrusted_child
 
     untrusted_child(parent_pid, spec["memory_mb"])
-    from . import open_runner
+    from .local import local_runner
 
     try:
-        runner = open_runner(spec["path"], threads=spec["threads"], xnnpack=spec["xnnpack"], isolated=False,
-                             backend=spec["backend"])
+        runner = local_runner(spec["path"], spec["backend"], threads=spec["threads"], xnnpack=spec["xnnpack"])
         ops = runner.ops() if hasattr(runner, "ops") else []
         conn.send(("ok", {"inputs": runner.inputs, "outputs": runner.outputs, "stateful": runner.stateful,
                           "library": runner.library, "backend": runner.backend, "ops": ops}))

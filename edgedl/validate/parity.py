@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..core.metrics import EPS, accuracy, agreement, is_classification, sqnr_db
+from ..core.settings import TOLERANCES
 
 
 @dataclass
@@ -119,16 +120,7 @@ def _regression(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray) -> dict:
 
 # Every limit a validation applies, with what it means; any of them can be overridden
 # (``--tolerance KEY=VALUE``, a recipe's [tolerances], bundle's flags).
-TOLERANCE_KEYS = {
-    "atol": "max |Δ| allowed on top of rtol × the output's magnitude",
-    "rtol": "max |Δ| allowed per unit of the output's magnitude",
-    "min_cosine": "least cosine similarity between the outputs",
-    "min_agreement": "least top-1 agreement of a classification output (0..1)",
-    "max_accuracy_drop": "largest accuracy drop of a classification output (0..1; 0.005 = 0.5 pp)",
-    "max_mean_error_steps": "largest mean error of a quantized output, in quantization steps",
-    "max_rel_error": "largest |Δ| of a regression output, as a share of the output's range",
-    "max_mae_increase": "largest relative increase of a regression output's mean absolute error",
-}
+TOLERANCE_KEYS = {name: setting.help for name, setting in TOLERANCES.items()}  # core/settings.py
 
 
 def judge(metrics: dict, tolerances: dict) -> list[str]:

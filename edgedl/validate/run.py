@@ -24,12 +24,13 @@ from ..core.layout import (
 )
 from ..core.metrics import accuracy, is_classification
 from ..core.outputs import claim
+from ..core.settings import TOLERANCES, check_table
 from ..runners.base import TensorInfo
 from ..subject import Declared, Subject
 from ..train.architectures import registry as architectures
 from .inputs import Inputs, gather_inputs
 from .matrix import matrix_markdown, matrix_rows
-from .parity import TOLERANCE_KEYS, ParityReport, align_outputs, compare, output_kind
+from .parity import ParityReport, align_outputs, compare, output_kind
 from .results import RunResult, inputs_sha256, load_result, save_result
 
 DEFAULT_SAMPLES = 1000
@@ -68,7 +69,7 @@ def validate(model: str | Path | None, artifacts: list[str | Path], options: Val
     options = options or ValidateOptions()
     if options.save_results:  # refused before any work when it would land on someone else's files
         claim(options.save_results, "results", option="--save-results")
-    check_overrides(options.overrides)
+    check_overrides({**_named_limits(options), **options.overrides})
     subject = _subject(model, options)
     model_path = subject.model_path
     if not artifacts and model_path is not None:
@@ -177,18 +178,20 @@ def _saved_reference(subject: Subject, options, say) -> Reference:
 
 
 def check_overrides(overrides: dict) -> None:
-    unknown = set(overrides) - set(TOLERANCE_KEYS)
-    if unknown:
-        raise UsageError(f"unknown tolerance {', '.join(sorted(unknown))}; known: "
-                         + "; ".join(f"{k} ({v})" for k, v in TOLERANCE_KEYS.items()))
+    """Every tolerance override is a known limit in its range (core/settings.py), before any work."""
+    check_table(overrides, TOLERANCES, "--tolerance")
+
+
+def _named_limits(options) -> dict:
+    return {k: getattr(options, k) for k in NAMED_LIMITS if getattr(options, k) is not None}
+
+
+NAMED_LIMITS = ("atol", "min_agreement", "max_accuracy_drop")  # ValidateOptions fields that are tolerances
 
 
 def tolerances(architecture: str | None, precision: str, options: ValidateOptions) -> dict:
     limits = architectures.tolerances_for(architecture, precision)
-    for key in ("atol", "min_agreement", "max_accuracy_drop"):
-        value = getattr(options, key)
-        if value is not None:
-            limits[key] = value
+    limits.update(_named_limits(options))
     limits.update(options.overrides)
     return limits
 
@@ -213,7 +216,7 @@ def _resolution_notes(reports: list[dict], reference: Reference, say) -> list[st
 
 
 def _validate_one(artifact: Path, reference: Reference, options, say) -> tuple[dict, RunResult | None]:
-    from ..runners import open_runner
+    from ..runners.open import open_runner
 
     facts = read_sidecar(artifact)
     try:
