@@ -142,8 +142,8 @@ def test_unsupported_mode_is_refused_before_converting(tmp_path):
 def test_backwards_and_bidirectional_lstms_become_fused_builtin_ops(tmp_path, merge):
     import keras
 
-    from edgedl.runners.open import open_runner
     from edgedl.runners.keras import KerasRunner
+    from edgedl.runners.open import open_runner
 
     inputs = keras.Input((6, 3), name="seq")
     h = keras.layers.Bidirectional(keras.layers.LSTM(8, return_sequences=True), merge_mode=merge)(inputs)
@@ -224,8 +224,8 @@ def _zoo_model(kind: str):
     ("bidirectional", ["onnx"], ["none"]),
 ])
 def test_common_layers_export_and_match(tmp_path, kind, formats, quantize):
-    from edgedl.runners.open import open_runner
     from edgedl.runners.keras import KerasRunner
+    from edgedl.runners.open import open_runner
 
     model = _zoo_model(kind)
     model.save(tmp_path / f"{kind}.keras")

@@ -13,7 +13,7 @@ from edgedl.core import layout, metrics
 from edgedl.core.errors import UsageError
 from edgedl.export.plan import parse_targets, plan_targets
 from edgedl.pipeline.cache import StepCache, step_key
-from edgedl.pipeline.gates import judge_gates, failed_gate_message, recommend
+from edgedl.pipeline.gates import failed_gate_message, judge_gates, recommend
 from edgedl.pipeline.report import pareto_front, to_html
 from edgedl.recipe import DEFAULT_TARGETS, TRAIN_SETTINGS, load_recipe, train_config
 from edgedl.validate.parity import align_outputs
