@@ -48,12 +48,16 @@ class Setting:
         return value if whole else float(value)
 
     def bounds(self) -> str:
-        low = "" if self.low is None else f"{'>' if self.low_open else '≥'} {self.low:g}"
+        low = "" if self.low is None else f"{'>' if self.low_open else '≥'} {_number(self.low)}"
         if self.high is None:
             return low
         if self.low is not None and not self.low_open:
-            return f"in [{self.low:g}, {self.high:g}]"
-        return f"{low} and ≤ {self.high:g}".strip()
+            return f"in [{_number(self.low)}, {_number(self.high)}]"
+        return f"{low} and ≤ {_number(self.high)}".strip()
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
 
 
 def _int(name, help, low=None, high=None) -> Setting:
