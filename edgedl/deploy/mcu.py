@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core import metrics
 from ..core.env import child_preexec, time_limit_s
 from ..core.errors import ArtifactError, UsageError
 from ..core.files import read_json
-from ..core.layout import HELDOUT_FILE, MANIFEST, read_sidecar, resolve_from
+from ..core.layout import MANIFEST, read_sidecar, resolve_from
 from ..runners.tflm_kernels import FRAMEWORK_FLASH, KERNELS
 from .boards import BOARDS, board, fit
 
@@ -154,20 +155,27 @@ def _require_int8(model: Path, precision: str | None) -> None:
 
 
 def _inputs_for(artifact: Path, facts: dict, data: str | None, samples: int) -> list[np.ndarray]:
+    """Model-ready samples: ``--data`` as given, else the held-out data of the model's Subject (its run's
+    split, or the model card's, preprocessed by the subject's one decision)."""
     from .. import data as data_lib
+    from ..runners.base import TensorInfo
+    from ..subject import Subject
 
-    names = [spec["name"] for spec in facts.get("inputs", [])]
+    specs = [TensorInfo(spec["name"], tuple(spec["shape"]), "float32" if spec.get("quantization") else spec["dtype"])
+             for spec in facts.get("inputs", [])]
     if data:
-        arrays, _ = data_lib.read_named(Path(data), names, [], samples, "mcu-check data")
-        return [arrays[name] for name in names]
-    run_dir = resolve_from((facts.get("source_model") or {}).get("path", ""), artifact.parent).parent
-    if not (run_dir / MANIFEST).exists():
-        raise UsageError(f"{artifact.name} has no training run to take held-out samples from",
-                         hint="pass --data inputs.npz (model-ready inputs: x, or one array per input name)")
-    arrays, _ = data_lib.read_named(run_dir / HELDOUT_FILE, names, [], samples, "held-out data")
-    return [data_lib.fit_to_input(arrays[spec["name"]], tuple(spec["shape"][1:]), "mcu-check",
-                                  dtype="float32" if spec.get("quantization") else spec["dtype"])
-            for spec in facts["inputs"]]
+        arrays, _ = data_lib.read_named(Path(data), [s.name for s in specs], [], samples, "mcu-check data")
+    else:
+        model = resolve_from((facts.get("source_model") or {}).get("path", ""), artifact.parent)
+        subject = Subject.resolve(model) if model.is_file() else None
+        path, ready = subject.heldout if subject else (None, False)
+        if path is None:
+            raise UsageError(f"{artifact.name} has no training run or model card to take held-out samples from",
+                             hint="pass --data inputs.npz (model-ready inputs: x, or one array per input name)")
+        arrays, _ = subject.read(path, specs, [], samples, "held-out data")
+        if not ready:
+            arrays, _ = subject.to_model(arrays, specs, {}, "mcu-check")
+    return [data_lib.fit_to_input(arrays[s.name], tuple(s.shape[1:]), "mcu-check", dtype=s.dtype) for s in specs]
 
 
 def _child(model: Path, inputs: list[np.ndarray], stateful: bool, tensors: dict, tmp: Path) -> dict:
@@ -194,7 +202,7 @@ def _parity(micro: list[np.ndarray], expected: list[np.ndarray]) -> dict:
     steps = max(int(np.max(np.abs(a.astype(np.int32) - b.reshape(a.shape).astype(np.int32)))) for a, b in
                 zip(micro, expected, strict=True))
     first, reference = micro[0], expected[0].reshape(micro[0].shape)
-    agreement = float(np.mean(np.argmax(first, -1) == np.argmax(reference, -1))) if first.shape[-1] > 1 else None
+    agreement = metrics.agreement(reference, first) if first.shape[-1] > 1 else None
     passed = steps <= MCU_TOLERANCE["max_steps"] and (agreement is None or agreement >= MCU_TOLERANCE["min_agreement"])
     return {"parity": {"max_steps": steps, "agreement": agreement, "samples": int(len(first)),
                        "tolerance": MCU_TOLERANCE, "passed": passed, "against": "LiteRT (default kernels)"}}
