@@ -188,6 +188,14 @@ class Subject:
                 return data_lib.value_range(x)
         return None
 
+    def input_files(self) -> list[Path]:
+        """Every file this subject reads: no command may write over one of them."""
+        files = [self.model_path, self.card.path, self.heldout[0], self.calibration[0], self.card.train]
+        if self.run_dir is not None:
+            files.append(self.run_dir / MANIFEST)
+        labels = self.declared.labels
+        return [Path(f) for f in (*files, labels) if f is not None]
+
     # ------------------------------------------------------------ samples
 
     def decide(self, x_dtype, facts: dict) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,3 +119,11 @@ def test_help_imports_only_the_allowed_modules():
     loaded = out.splitlines()[-1].split()[1:]
     assert "edgedl.cli.commands" in loaded  # the probe saw the CLI load
     assert set(loaded) <= HELP_ALLOWED, sorted(set(loaded) - HELP_ALLOWED)
+
+
+def test_the_prebuilt_tiny_models_are_up_to_date():
+    """tests/models/tiny is rebuilt by tools/make_test_models.py whenever training or export code changes."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import make_test_models
+
+    assert make_test_models.is_fresh(), "tests/models/tiny is stale: run python tools/make_test_models.py"

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.files import atomic_path
+from ..core.outputs import OWN_PNG_SOFTWARE
 
 CSV_COLUMNS = ["artifact", "backend", "precision", "threads", "batch", "xnnpack", "size", "init_ms", "first_ms",
                "min_us", "p50_us", "p90_us", "p99_us", "mean_us", "std_us", "runs", "throughput_per_s",
@@ -85,7 +86,7 @@ def latency_figure(plt, samples: list[list[float]], labels: list[str], title: st
 
 def save_figure(plt, fig, path: Path, dpi: int = 110) -> Path:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png", metadata={"Software": OWN_PNG_SOFTWARE})  # marks it as ours
     plt.close(fig)
     return path
 

@@ -274,11 +274,12 @@ def inspect(files, as_json):
               help="Where to write the JSON report (a .md table goes beside it). [default: ARTIFACT_DIR/validation.json]")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report to stdout.")
 @click.option("--unsafe", is_flag=True, help="Load the .keras file with safe mode off.")
+@click.option("--force", is_flag=True, help="Replace an existing --report that edgedl did not write.")
 @tolerance_option
 @card_options
 def validate(model, artifacts, data, synthetic, samples, atol, min_agreement, max_accuracy_drop, layers, top_k,
-             reference, save_results, report, as_json, unsafe, tolerances, card, task, labels_file, input_scale,
-             input_offset):
+             reference, save_results, report, as_json, unsafe, force, tolerances, card, task, labels_file,
+             input_scale, input_offset):
     """Prove that exported ARTIFACTS match MODEL (a run folder or .keras file).
 
     ARTIFACTS are .tflite/.onnx files or folders of them [default: MODEL/exports]. Every output
@@ -301,7 +302,7 @@ def validate(model, artifacts, data, synthetic, samples, atol, min_agreement, ma
                               min_agreement=min_agreement, max_accuracy_drop=max_accuracy_drop, layers=layers,
                               top_k=top_k, reference=reference, save_results=save_results, report=report,
                               unsafe=unsafe, overrides=tolerances, card=card, task=task, labels=labels_file,
-                              input_scale=input_scale, input_offset=input_offset)
+                              input_scale=input_scale, input_offset=input_offset, force=force)
     say = (lambda m: click.echo(m, err=True)) if as_json else click.echo
     summary = run_validate(model, list(artifacts), options, say=say)
     if as_json:
@@ -332,8 +333,9 @@ def validate(model, artifacts, data, synthetic, samples, atol, min_agreement, ma
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None, help="Write results as CSV.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
               help="Write PNG plots with this name stem (…_latency.png, …_tradeoff.png).")
+@click.option("--force", is_flag=True, help="Replace existing --json/--csv/--plot files that edgedl did not write.")
 def bench(artifacts, threads, batch, warmup, runs, min_time, pin_cpu, backend, no_xnnpack, json_out, csv_out,
-          plot_out):
+          plot_out, force):
     """Benchmark .tflite/.onnx ARTIFACTS (files or folders; a .keras file is the baseline).
 
     Each measurement runs in a fresh process that imports only its runtime: init (import +
@@ -351,6 +353,7 @@ def bench(artifacts, threads, batch, warmup, runs, min_time, pin_cpu, backend, n
     options = BenchOptions(threads=int_list(threads, "--threads"), batches=int_list(batch, "--batch", minimum=1),
                            warmup=warmup, runs=runs, min_time=min_time, pin_cpu=int_list(pin_cpu, "--pin-cpu") or None,
                            backend=backend, xnnpack=not no_xnnpack)
+    _check_bench_outputs(artifacts, json_out, csv_out, plot_out, force)
     result = run_bench(list(artifacts), options, say=lambda m: click.echo(m, err=True))
     Console(width=160).print(render_table(result))
     for line in comparison_lines(result):
@@ -366,6 +369,21 @@ def bench(artifacts, threads, batch, warmup, runs, min_time, pin_cpu, backend, n
     if failed:
         raise EdgedlError(f"{len(failed)} of {len(result['results'])} measurement(s) failed: "
                           + "; ".join(f"{r['artifact']}: {r['error']}" for r in failed))
+
+
+def _check_bench_outputs(artifacts, json_out, csv_out, plot_out, force) -> None:
+    """Before any measurement: no output lands on an artifact or on a file edgedl did not write."""
+    from ..core.outputs import check_output_file
+
+    inputs = [Path(a) for a in artifacts]
+    for folder in (p for p in inputs if p.is_dir()):
+        inputs += [f for f in folder.iterdir() if f.is_file()]
+    stem = Path(plot_out) if plot_out else None
+    for path, option in ((json_out, "--json"), (csv_out, "--csv"),
+                         *(((stem.with_name(stem.stem + tail), "--plot") for tail in ("_latency.png", "_tradeoff.png"))
+                           if stem else ())):
+        if path:
+            check_output_file(path, inputs, force=force, option=option)
 
 
 @cli.command()

@@ -171,3 +171,52 @@ def foreign_files(folder: Path) -> list[str]:
     except (OSError, ValueError, AttributeError):
         return files_in(folder)
     return [name for name in files_in(folder) if name not in listed]
+
+
+# ---------------------------------------------------------------- single files (reports, CSV, plots)
+
+OWN_CSV_HEADER = "artifact,backend,precision"  # how bench's CSV begins (bench/render.CSV_COLUMNS)
+OWN_MARKDOWN = "<!-- written by edgedl"  # the first line of every Markdown report edgedl writes
+OWN_PNG_SOFTWARE = "edgedl"  # the Software text chunk of every PNG edgedl saves
+
+
+def check_output_file(path: str | os.PathLike, inputs=(), force: bool = False, option: str = "--out") -> Path:
+    """Refuse ``path`` as a file to write when it is one of the command's ``inputs``, a link or a folder,
+    or an existing file edgedl did not write (unless ``force``). Called before any work starts."""
+    path = Path(path)
+    if path.is_symlink():
+        raise UsageError(f"{option} {path} is a symbolic link; edgedl writes only real files",
+                         hint="pass the file the link points to, or a new name")
+    resolved = path.resolve()
+    for source in inputs:
+        if source is not None and resolved == Path(source).resolve():
+            raise UsageError(f"{option} {path} is an input of this command; writing there would destroy it",
+                             hint="choose another file name for the output")
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder", hint="pass a file name")
+    if path.exists() and not force and not written_by_edgedl(path):
+        raise UsageError(f"{option} {path} exists and edgedl did not write it; it would be replaced",
+                         hint="choose a new file name, or pass --force to replace it")
+    return path
+
+
+def written_by_edgedl(path: Path) -> bool:
+    """True for a file that carries edgedl's signature: a JSON document with an "edgedl" schema, a Markdown
+    report whose first line says so, bench's CSV header, a PNG whose Software chunk names edgedl."""
+    try:
+        if path.suffix == ".png":
+            from PIL import Image
+
+            with Image.open(path) as image:
+                return image.info.get("Software") == OWN_PNG_SOFTWARE
+        with open(path, "rb") as handle:  # a JSON report is read whole (bench's keeps every latency)
+            head = handle.read(256 << 20 if path.suffix == ".json" else 1 << 10)
+    except (OSError, ValueError):
+        return False
+    text = head.decode("utf-8", errors="replace")
+    if path.suffix == ".json":
+        try:
+            return "edgedl" in json.loads(text)
+        except (ValueError, TypeError):
+            return False
+    return text.startswith((OWN_MARKDOWN, OWN_CSV_HEADER))

@@ -21,9 +21,10 @@ from ..core.layout import (
     precision_of,
     read_sidecar,
     relative_to,
+    sidecar_path,
 )
 from ..core.metrics import accuracy, is_classification
-from ..core.outputs import claim
+from ..core.outputs import OWN_MARKDOWN, check_output_file, claim
 from ..core.settings import TOLERANCES, check_table
 from ..runners.base import TensorInfo
 from ..subject import Declared, Subject
@@ -58,6 +59,7 @@ class ValidateOptions:
     labels: str | None = None
     input_scale: float | None = None
     input_offset: float | None = None
+    force: bool = False  # replace an existing --report that edgedl did not write
     keep_inputs: int = 0  # return the first N model-ready inputs and labels (not saved): golden vectors
 
 
@@ -75,6 +77,7 @@ def validate(model: str | Path | None, artifacts: list[str | Path], options: Val
     if not artifacts and model_path is not None:
         artifacts = [subject.default_exports]  # a run's exports/, or the exports/ beside a .keras file
     files = find_artifacts(artifacts)
+    _check_report_paths(subject, files, options)
     reference = _reference(subject, options, say)
     warnings = check_reference(reference.result, say)
     reports, results = [], {}
@@ -95,6 +98,18 @@ def validate(model: str | Path | None, artifacts: list[str | Path], options: Val
         summary["drift"] = layer_drift(subject, files, reference, reports, options, say)
     _save(summary, reference, results, files, options)
     return summary
+
+
+def _check_report_paths(subject: Subject, files: list[Path], options) -> None:
+    """The report and the .md beside it may land neither on an input nor on a file edgedl did not write."""
+    report = report_path(files, options)
+    inputs = [*files, *(sidecar_path(f) for f in files), *subject.input_files()]
+    for path, option in ((report, "--report"), (report.with_suffix(".md"), "--report (its .md)")):
+        check_output_file(path, inputs, force=options.force, option=option)
+
+
+def report_path(files: list[Path], options) -> Path:
+    return Path(options.report) if options.report else files[0].parent / VALIDATION_REPORT
 
 
 def _subject(model, options) -> Subject:
@@ -344,12 +359,12 @@ def _reference_accuracy(probs: np.ndarray, labels: np.ndarray | None) -> float |
 
 
 def _save(summary: dict, reference: Reference, results: dict, files: list[Path], options) -> None:
-    report_path = Path(options.report) if options.report else files[0].parent / VALIDATION_REPORT
+    path = report_path(files, options)
     model = summary["model"]  # recorded relative to the report, like sidecars: the folder can move
     saved = {k: v for k, v in summary.items() if not k.startswith("kept_")}
-    write_json(report_path, {**saved, "model": relative_to(model, report_path.parent) if model else model})
-    write_text(report_path.with_suffix(".md"), matrix_markdown(summary["matrix"]) + "\n")
-    summary["report_path"] = str(report_path)
+    write_json(path, {**saved, "model": relative_to(model, path.parent) if model else model})
+    write_text(path.with_suffix(".md"), f"{OWN_MARKDOWN} validate -->\n" + matrix_markdown(summary["matrix"]) + "\n")
+    summary["report_path"] = str(path)
     if options.save_results:
         folder = Path(options.save_results)
         save_result(reference.result, folder / "reference")
