@@ -106,14 +106,84 @@ def is_leftover(path: Path) -> bool:
     return path.name.startswith(".") and path.name.endswith((TEMP_SUFFIX, STAGING_SUFFIX))
 
 
+def temp_dir(kind: str) -> tempfile.TemporaryDirectory:
+    """A private temporary folder ``edgedl-KIND-PID-…``; those that killed edgedl processes left behind
+    are swept first (a SIGKILL runs no cleanup)."""
+    sweep_temp(kind)
+    return tempfile.TemporaryDirectory(prefix=f"edgedl-{kind}-{os.getpid()}-")
+
+
+def sweep_temp(kind: str) -> list[Path]:
+    """Remove ``edgedl-KIND-PID-…`` folders in the temporary directory whose process has died."""
+    removed = []
+    for path in Path(tempfile.gettempdir()).glob(f"edgedl-{kind}-*-*"):
+        pid = path.name[len(f"edgedl-{kind}-"):].split("-", 1)[0]
+        if not pid.isdigit() or path.is_symlink() or not path.is_dir() or path.stat().st_uid != os.getuid():
+            continue
+        if not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def replace_dir(staging: Path, out: Path) -> None:
+    """Put the finished folder ``staging`` at ``out``, replacing an earlier one whole, never leaving no
+    ``out`` behind: an atomic exchange (Linux renameat2 RENAME_EXCHANGE) where the filesystem has it,
+    after which ``staging`` holds the old folder for its owner to remove. Elsewhere the old folder is
+    moved aside first under a name that ``sweep_leftovers`` moves back should this process die between
+    the two renames."""
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    if _exchange(staging, out):
+        return
+    aside = out.with_name(f".{out.name}.{os.getpid()}{ASIDE}{STAGING_SUFFIX}")
+    os.rename(out, aside)
+    os.rename(staging, out)
+    os.rename(aside, staging)  # the old folder goes where the caller removes its staging folder
+
+
+ASIDE = "-old"  # an earlier output moved aside during replace_dir's fallback
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return done == 0
+
+
+def _restore_aside(path: Path) -> bool:
+    """An earlier output moved aside by a writer that died before its replacement landed: put it back."""
+    name = path.name[1:-len(STAGING_SUFFIX)].rsplit(".", 1)
+    if len(name) != 2 or not name[1].endswith(ASIDE) or not path.is_dir():
+        return False
+    target = path.with_name(name[0])
+    if target.exists():
+        return False
+    os.rename(path, target)
+    return True
+
+
 def sweep_leftovers(folder: str | os.PathLike) -> list[Path]:
-    """Remove edgedl's own temporary files and staging folders in ``folder`` whose writer has died."""
+    """Remove edgedl's own temporary files and staging folders in ``folder`` whose writer has died (an
+    earlier output moved aside and never replaced goes back to its place)."""
     removed = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
     for path in folder.iterdir():
         if not is_leftover(path) or _writer_alive(path.name) or path.is_symlink():
+            continue
+        if _restore_aside(path):
             continue
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -129,6 +199,10 @@ def _writer_alive(name: str) -> bool:
         pid = int(name.rsplit(".", 2)[-2].split("-", 1)[0])
     except (IndexError, ValueError):
         return False
+    return _alive(pid)
+
+
+def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:

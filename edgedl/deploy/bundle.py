@@ -8,8 +8,8 @@ quantization, state reset), golden vectors for a self-test, the parity report, a
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -19,11 +19,12 @@ import numpy as np
 from ..core.env import library_versions
 from ..core.errors import ArtifactError, EdgedlError, ParityFailure, UsageError
 from ..core.files import (
-    STAGING_SUFFIX,
     copy_file,
     read_json,
+    replace_dir,
     sha256_file,
     staging_dir,
+    sweep_leftovers,
     write_json,
     write_npz,
     write_text,
@@ -59,7 +60,8 @@ def bundle(artifact: str | Path, out: str | Path, labels: str | Path | None = No
     say(f"validating {artifact.name} against {origin.run_dir or origin.model_path} …")
     from ..validate.run import ValidateOptions, failure_message, validate
 
-    with staging_dir(out.parent, out.name) as staging:
+    sweep_leftovers(out.parent)  # staging folders of dead writers; an old bundle moved aside goes back
+    with exclusive(out), staging_dir(out.parent, out.name) as staging:
         limits, named = _split_tolerances(tolerances or {})
         options = ValidateOptions(report=str(staging / "parity.json"), keep_inputs=GOLDEN_COUNT, overrides=limits,
                                   **named)
@@ -69,7 +71,7 @@ def bundle(artifact: str | Path, out: str | Path, labels: str | Path | None = No
             raise ParityFailure(f"bundle refused: {refused}")
         manifest = _build(staging, artifact, facts, origin, targets, parity, board, say, mcu_required=explicit)
         seal(staging, "bundle")
-        _replace_dir(staging, out)
+        replace_dir(staging, out)
     say(f"bundle written to {out}")
     return manifest
 
@@ -80,6 +82,23 @@ def _split_tolerances(tolerances: dict) -> tuple[dict, dict]:
 
     named = {k: v for k, v in tolerances.items() if k in NAMED_LIMITS}
     return {k: v for k, v in tolerances.items() if k not in named}, named
+
+
+@contextlib.contextmanager
+def exclusive(out: Path):
+    """One bundle writer per output folder at a time: a second one fails at once, never both succeed."""
+    import fcntl
+
+    handle = os.open(out.parent, os.O_RDONLY)  # the parent folder itself: no lock file is left behind
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise EdgedlError(f"another edgedl process is writing a bundle into {out.parent}",
+                              hint="wait for it to finish, then run again") from exc
+        yield
+    finally:
+        os.close(handle)
 
 
 def _declared(origin: Subject) -> dict:
@@ -345,18 +364,3 @@ def _mcu(staging: Path, artifact: Path, facts: dict, board: str | None, say) -> 
     write_text(folder / "platformio.ini", mcu_project.PLATFORMIO)
     return {key: report[key] for key in ("parity", "arena", "ram", "flash", "resolver", "ops", "boards")} | \
         ({"target": report["target"]} if board else {})
-
-
-def _replace_dir(staging: Path, out: Path) -> None:
-    """Swap the finished bundle into place; an old bundle at ``out`` is replaced whole, never mixed.
-
-    The old one (checked to hold only edgedl's own files) is moved aside under a temporary name
-    that a later run sweeps should this process die before removing it.
-    """
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.{os.getpid()}-old{STAGING_SUFFIX}")
-        os.rename(out, old)
-    os.rename(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from importlib import resources
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import DataError, EdgedlError, UsageError
-from ..core.files import read_json, sha256_file
+from ..core.files import read_json, sha256_file, temp_dir
 from ..core.layout import HELDOUT_FILE, resolve_from
 
 PROFILES = {"rpi4": "Raspberry Pi 4 (Cortex-A72)", "rpi5": "Raspberry Pi 5 (Cortex-A76)"}
@@ -175,7 +174,7 @@ def device_check(bundle: str | Path, profiles=("rpi4", "rpi5"), runtimes=RUNTIME
     cache = Path(cache) if cache else cache_dir()
     manifest = read_json(bundle / "manifest.json", "bundle manifest")
     report = {"bundle": str(bundle), "model": manifest["model"], "checks": [], "setup_s": {}}
-    with tempfile.TemporaryDirectory(prefix="edgedl-device-") as tmp:
+    with temp_dir("device") as tmp:
         work = Path(tmp)
         selfcheck = _selfcheck_bundle(work / "selfcheck")
         golden_count, heldout_count = _bundle_inputs(bundle, samples, work / "inputs.npy")

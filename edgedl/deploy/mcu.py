@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ import numpy as np
 from ..core import metrics
 from ..core.env import child_preexec, time_limit_s
 from ..core.errors import ArtifactError, UsageError
-from ..core.files import read_json
+from ..core.files import read_json, temp_dir
 from ..core.layout import MANIFEST, read_sidecar, resolve_from
 from ..runners.tflm_kernels import FRAMEWORK_FLASH, KERNELS
 from .boards import BOARDS, board, fit
@@ -72,7 +71,7 @@ def mcu_check(source: str | Path, target: str | None = None, data: str | None = 
         board(target)  # an unknown name is a usage error naming the boards, before any run
     model, inputs, expected, stateful, tensors = _resolve(Path(source), data, samples)
     say(f"running {model.name} in TFLite Micro's interpreter (reference kernels) on {len(inputs[0])} sample(s) …")
-    with tempfile.TemporaryDirectory(prefix="edgedl-mcu-") as tmp:
+    with temp_dir("mcu") as tmp:
         child = _child(model, inputs, stateful, tensors, Path(tmp))
         missing = unsupported_ops(child["ops"])
         report = {"model": model.name, "size": model.stat().st_size, "ops": sorted({o["op"] for o in child["ops"]}),

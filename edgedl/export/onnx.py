@@ -10,13 +10,13 @@ model's: a mismatch is an export error, never a silent ✓.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ..core.errors import ExportError
+from ..core.files import temp_dir
 from ..runners.modelio import input_names as names_in
 from ..runners.modelio import output_names as names_out
 from .onnx_fixes import frozen_graph, native_gru, register_erfc
@@ -190,7 +190,7 @@ def _quantize_one(float_bytes: bytes, calibration, input_names, recipe: str, met
                   excluded: list[str] | None = None) -> bytes:
     from onnxruntime import quantization as q
 
-    with tempfile.TemporaryDirectory(prefix="edgedl-onnxq-") as tmp:
+    with temp_dir("onnxq") as tmp:
         source, prepared, target = (Path(tmp) / n for n in ("float.onnx", "prep.onnx", "int8.onnx"))
         source.write_bytes(float_bytes)
         try:

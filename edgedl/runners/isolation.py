@@ -13,7 +13,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from ..core.env import memory_limit_mb, time_limit_s
 from ..core.errors import ArtifactError
+from ..core.files import temp_dir
 from .base import Runner, TensorInfo, join_batches
 
 # A probe feeds one sample of the declared input shapes; beyond this many values the file is refused
@@ -188,7 +188,7 @@ def probe(path: str | Path, backend: str, xnnpack: bool = True) -> dict:
 
 def isolated_bytes(blob: bytes, suffix: str, backend: str):
     """An IsolatedRunner over model bytes (e.g. a rewritten graph), through a private temporary file."""
-    folder = tempfile.TemporaryDirectory(prefix="edgedl-isolated-")
+    folder = temp_dir("isolated")
     path = Path(folder.name) / f"model{suffix}"
     path.write_bytes(blob)
     runner = IsolatedRunner(path, backend)

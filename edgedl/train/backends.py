@@ -19,11 +19,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from ..core.env import TRAINING_BACKEND
 from ..core.errors import TrainingError, UsageError
+from ..core.files import temp_dir
 
 BACKENDS = ("auto", "tensorflow", "jax", "torch")
 EXTRA = {"jax": 'pip install -e ".[jax]"  (jax[cpu]==0.10.2; on a CUDA machine jax[cuda12]==0.10.2)',
@@ -96,7 +96,7 @@ def train_in_child(config, backend: str) -> dict:
 
     from ..core.env import die_with_parent
 
-    with tempfile.TemporaryDirectory(prefix="edgedl-train-") as tmp:
+    with temp_dir("train") as tmp:
         spec, result = Path(tmp) / "config.json", Path(tmp) / "result.json"
         spec.write_text(json.dumps({"config": _plain(config), "result": str(result)}))
         env = {**os.environ, "KERAS_BACKEND": backend, TRAINING_BACKEND: backend,

@@ -1,0 +1,132 @@
+"""Trust, round two (issue 23): outputs never hit inputs or foreign files, gates are gates, bundles survive kills."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from edgedl.core.errors import EdgedlError
+from edgedl.core.files import STAGING_SUFFIX, replace_dir, sweep_leftovers, temp_dir
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_validate_report_never_replaces_the_model_it_reads(tiny_runs, tiny_exports, capsys):
+    model = tiny_runs["mlp"] / "model.keras"
+    before = model.read_bytes()
+    code, _, err = run_cli(["validate", tiny_runs["mlp"], tiny_exports["mlp"] / "mlp_fp32.tflite",
+                            "--report", model], capsys)
+    assert code == 2 and "is an input of this command" in err
+    assert model.read_bytes() == before
+
+
+def test_bench_outputs_refuse_a_users_file_unless_forced(tiny_exports, tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    code, _, err = run_cli(["bench", tiny_exports["mlp"] / "mlp_fp32.tflite", "--csv", notes, "--min-time", "0.05"],
+                           capsys)
+    assert code == 2 and "edgedl did not write it" in err and notes.read_text() == "my notes\n"
+    code, _, err = run_cli(["bench", tiny_exports["mlp"] / "mlp_fp32.tflite", "--json",
+                            tiny_exports["mlp"] / "mlp_fp32.tflite", "--min-time", "0.05"], capsys)
+    assert code == 2 and "is an input of this command" in err
+    code, _, _ = run_cli(["bench", tiny_exports["mlp"] / "mlp_fp32.tflite", "--csv", notes, "--force",
+                          "--plot", tmp_path / "p", "--min-time", "0.05"], capsys)
+    assert code == 0 and notes.read_text().startswith("artifact,backend,precision")
+    # what edgedl wrote, it may write again without --force
+    code, _, _ = run_cli(["bench", tiny_exports["mlp"] / "mlp_fp32.tflite", "--csv", notes,
+                          "--plot", tmp_path / "p", "--min-time", "0.05"], capsys)
+    assert code == 0
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--tolerance", "min_agreement=-3"], "min_agreement must be in [0, 1]"),
+    (["--tolerance", "atol=1e308"], "atol must be"),
+    (["--tolerance", "min_agreemnt=0.9"], "did you mean 'min_agreement'"),
+    (["--min-agreement", "-3"], "min_agreement must be in [0, 1]"),
+])
+def test_a_nonsense_gate_is_a_usage_error(args, words, capsys, tmp_path):
+    code, out, err = run_cli(["bundle", tmp_path / "m.tflite", "--out", tmp_path / "b", *args], capsys)
+    assert code == 2 and words in out + err
+
+
+@pytest.mark.parametrize("text, words", [
+    ('[model]\narchitecture = "mlp"\n[trian]\nepochs = 1\n', "did you mean 'train'"),
+    ('[model]\narchitecture = "mlp"\n[export]\ncalibraton_samples = 3\n', "did you mean 'calibration_samples'"),
+    ('[model]\narchitecture = "mlp"\n[gatess]\nmin_agreement = 0.9\n', "did you mean 'gates'"),
+    ('[model]\narchitecture = "mlp"\n[tolerances]\nmin_cosine = 2\n', "min_cosine must be in [0, 1]"),
+])
+def test_recipe_typos_stop_before_any_training(text, words, tmp_path, capsys):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(text)
+    code, _, err = run_cli(["pipeline", recipe, "--out", tmp_path / "out"], capsys)
+    assert code == 2 and words in err and not (tmp_path / "out").exists()
+
+
+def _bundle(folder: Path, text: str) -> Path:
+    folder.mkdir()
+    (folder / "model.tflite").write_text(text)
+    return folder
+
+
+def test_replacing_a_bundle_swaps_it_whole(tmp_path):
+    out = _bundle(tmp_path / "bundle", "old")
+    staging = _bundle(tmp_path / f".bundle.{os.getpid()}-x{STAGING_SUFFIX}", "new")
+    replace_dir(staging, out)
+    assert (out / "model.tflite").read_text() == "new"
+    assert (staging / "model.tflite").read_text() == "old"  # the caller's staging folder now holds the old one
+
+
+def test_a_bundle_moved_aside_by_a_killed_writer_comes_back(tmp_path):
+    """A SIGKILL between "old aside" and "new in place" left no bundle at --out: the next run restores it."""
+    pid = _dead_pid()
+    aside = _bundle(tmp_path / f".bundle.{pid}-old{STAGING_SUFFIX}", "old")
+    unfinished = _bundle(tmp_path / f".bundle.{pid}-abcd{STAGING_SUFFIX}", "half")
+    sweep_leftovers(tmp_path)
+    assert (tmp_path / "bundle" / "model.tflite").read_text() == "old"
+    assert not aside.exists() and not unfinished.exists()
+
+
+def test_two_bundles_into_one_folder_never_both_succeed(tmp_path):
+    from edgedl.deploy.bundle import exclusive
+
+    with exclusive(tmp_path / "bundle"):
+        with pytest.raises(EdgedlError, match="another edgedl process is writing a bundle"):
+            with exclusive(tmp_path / "bundle"):
+                pass
+
+
+def test_temporary_folders_of_killed_processes_are_swept():
+    left = Path(tempfile.mkdtemp(prefix=f"edgedl-train-{_dead_pid()}-"))
+    (left / "model.keras").write_text("x")
+    mine = Path(tempfile.mkdtemp(prefix=f"edgedl-train-{os.getpid()}-"))
+    try:
+        with temp_dir("train") as folder:
+            assert Path(folder).name.startswith(f"edgedl-train-{os.getpid()}-")
+        assert not left.exists() and mine.exists()  # a live writer's folder stays
+    finally:
+        mine.rmdir()
+
+
+def test_validate_a_keras_file_finds_the_exports_beside_it(tiny_runs, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    shutil.copy(tiny_runs["mlp"] / "model.keras", folder / "m.keras")
+    shutil.copytree(tiny_runs["mlp"] / "exports", folder / "exports")
+    heldout = np.load(tiny_runs["mlp"] / "heldout.npz")
+    np.savez(folder / "data.npz", x=heldout["x"][:50], y=heldout["y"][:50])
+    code, out, err = run_cli(["validate", folder / "m.keras", "--data", folder / "data.npz", "--input-scale", "1"],
+                             capsys)
+    assert "mlp_fp32.tflite" in out and "mlp_int8.onnx" in out, out + err
