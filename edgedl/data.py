@@ -188,14 +188,13 @@ def _load_npz(path: Path, seed: int, name: str | None = None, task: str | None =
                   sample_kind(x_train))
 
 
-MAX_DATA_BYTES = 2 * 2**30  # largest array edgedl reads from an .npz (EDGEDL_MAX_DATA_BYTES overrides)
 
 
 def max_data_bytes() -> int:
-    try:
-        return int(os.environ.get("EDGEDL_MAX_DATA_BYTES", MAX_DATA_BYTES))
-    except ValueError:
-        return MAX_DATA_BYTES
+    """The largest array edgedl reads from an .npz (EDGEDL_MAX_DATA_BYTES, core/env.py)."""
+    from .core.env import env_limit
+
+    return int(env_limit("EDGEDL_MAX_DATA_BYTES"))
 
 
 class Npz:
@@ -233,6 +232,8 @@ class Npz:
             offset = handle.tell()
         if dtype.hasobject:
             raise DataError(f"{self.path} holds object arrays (pickles), which edgedl refuses to load")
+        if any(not isinstance(d, int) or d < 0 for d in shape):
+            raise DataError(f"{self.path}: {info.filename} declares the impossible shape {shape}")
         return shape, fortran, dtype, offset
 
     @property
@@ -616,6 +617,9 @@ def read_named(path: Path, inputs: list[str], outputs: list[str], count: int | N
         arrays = {name: archive.read(key, count) for name, key in keys.items()}
         label_keys = {name: _key(files, name, "y", single=i == 0, prefixed_only=True) for i, name in enumerate(outputs)}
         labels = {name: archive.read(key, count) for name, key in label_keys.items() if key}
+    for name, x in [*arrays.items(), *labels.items()]:
+        if x.ndim == 0:
+            raise DataError(f"{path}: {name!r} is a single number (0-d), not an array of samples")
     for name, x in arrays.items():
         if x.dtype.kind not in "uifb":
             raise DataError(f"{path}: input {name!r} must be numeric, got {x.dtype}")

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import data as data_lib
 from .core.card import Card, find_card, load_card, with_flags
-from .core.errors import ModelError
+from .core.errors import ModelError, UsageError
 from .core.files import sha256_file
 from .core.layout import EXPORTS, MANIFEST, load_run
 from .core.metrics import task_metrics
@@ -133,6 +133,20 @@ class Subject:
         if declared:
             return declared
         return "classification" if activation in ("softmax", "sigmoid", "log_softmax") else None
+
+    def check_outputs(self, outputs: list[tuple[str, str, int | None]]) -> None:
+        """Against the model's (name, kind, classes) outputs: the card names only outputs the model has, and
+        the class names (card, flags or run) number the classes of the first classification output."""
+        names = [name for name, _, _ in outputs]
+        unknown = sorted(set(self.card.output_tasks) - set(names))
+        if unknown:
+            raise UsageError(f"model card {self.card.path or ''}: [outputs.{unknown[0]}] is not an output of this "
+                             f"model; its outputs: {', '.join(names)}")
+        first = next(((name, classes) for name, kind, classes in outputs if kind == "classification"), None)
+        labels = self.labels
+        if first and labels and first[1] and len(labels) != first[1]:
+            raise UsageError(f"{len(labels)} labels were given but output {first[0]!r} has {first[1]} classes",
+                             hint="pass one label per class, in output order")
 
     @property
     def model_sha256(self) -> str:

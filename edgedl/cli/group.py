@@ -10,7 +10,7 @@ import os
 import click
 
 from .. import __version__
-from ..core.env import quiet_tensorflow
+from ..core.env import check_environment, quiet_tensorflow
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -78,6 +78,7 @@ def cli(verbose: bool, debug: bool) -> None:
     if verbose:
         os.environ["EDGEDL_VERBOSE"] = "1"
     quiet_tensorflow(verbose)
+    check_environment()  # EDGEDL_* limits: a bad one is a usage error before any work
 
 
 def _tolerances(ctx, param, values) -> dict:  # noqa: ARG001 - click callback signature

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UsageError
-from .files import read_toml
+from .files import read_toml, regular_file
 
 CARD_SUFFIX = ".card.toml"
 TASKS = ("classification", "regression")
@@ -80,7 +80,7 @@ def load_card(path: str | Path) -> Card:
         labels = doc["labels"]
         if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
             raise UsageError(f"model card {path}: labels must be a list of strings")
-        card.labels = labels
+        card.labels = check_labels(labels, f"model card {path}")
     elif "labels_file" in doc:
         card.labels = read_labels(_beside(path, doc["labels_file"]))
     card.preprocessing = _preprocessing(doc.get("input"), path)
@@ -109,7 +109,9 @@ def with_flags(card: Card | None, task: str | None = None, labels: str | Path | 
 
 
 def read_labels(path: Path) -> list[str]:
-    """One class name per line, UTF-8; blank lines ignored."""
+    """One class name per line, UTF-8; blank lines ignored; no control characters (a label is one line
+    in labels.txt, the bundle's manifest and the Kotlin snippet)."""
+    regular_file(Path(path), "labels file", UsageError)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError as exc:
@@ -119,6 +121,14 @@ def read_labels(path: Path) -> list[str]:
     labels = [line.strip() for line in text.splitlines() if line.strip()]
     if not labels:
         raise UsageError(f"{path} holds no labels (one class name per line)")
+    return check_labels(labels, str(path))
+
+
+def check_labels(labels: list[str], where: str) -> list[str]:
+    """Class names are printable text: a newline or control character would forge lines downstream."""
+    for label in labels:
+        if any(ord(c) < 32 or ord(c) == 127 for c in label):
+            raise UsageError(f"{where}: label {label!r} holds a control character (newline, tab, escape…)")
     return labels
 
 

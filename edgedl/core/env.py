@@ -138,21 +138,46 @@ MEMORY_LIMIT_MB = 4096  # per child that runs an untrusted model (EDGEDL_MEMORY_
 TIME_LIMIT_S = 120.0  # to load an untrusted model and run its first sample (EDGEDL_TIME_LIMIT_S overrides)
 
 
-def _limit(name: str, default: float) -> float:
-    raw = os.environ.get(name)
+# Every EDGEDL_* limit, checked once here: (default, least, most, unit). A value outside is an error that
+# names it, never a silent fallback to the default (inf, 1e308, 0, negatives and text included).
+ENV_LIMITS = {
+    "EDGEDL_MEMORY_LIMIT_MB": (MEMORY_LIMIT_MB, 64, 1 << 20, "MB"),
+    "EDGEDL_TIME_LIMIT_S": (TIME_LIMIT_S, 1, 86_400, "s"),
+    "EDGEDL_MAX_DATA_BYTES": (2 * 2**30, 1024, 2**40, "bytes"),
+    "EDGEDL_MAX_MODEL_BYTES": (4 * 2**30, 1024, 2**40, "bytes"),
+}
+
+
+def env_limit(name: str) -> float:
+    """The limit ``name`` from the environment, or its default; a UsageError for a value that is no limit."""
+    from .errors import UsageError
+
+    default, low, high, unit = ENV_LIMITS[name]
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
     try:
-        value = float(raw) if raw else default
+        value = float(raw)
     except ValueError:
-        value = default
-    return value if value > 0 else default
+        value = float("nan")
+    if not low <= value <= high:  # NaN fails too
+        raise UsageError(f"{name}={raw!r} is not a usable limit: give a number from {low:,} to {high:,} {unit}",
+                         hint=f"unset it for the default ({default:,} {unit})")
+    return value
+
+
+def check_environment() -> None:
+    """Refuse bad EDGEDL_* limits before any command starts work."""
+    for name in ENV_LIMITS:
+        env_limit(name)
 
 
 def memory_limit_mb() -> int:
-    return int(_limit("EDGEDL_MEMORY_LIMIT_MB", MEMORY_LIMIT_MB))
+    return int(env_limit("EDGEDL_MEMORY_LIMIT_MB"))
 
 
 def time_limit_s() -> float:
-    return _limit("EDGEDL_TIME_LIMIT_S", TIME_LIMIT_S)
+    return env_limit("EDGEDL_TIME_LIMIT_S")
 
 
 def die_with_parent(parent_pid: int | None = None) -> None:

@@ -261,15 +261,27 @@ def read_toml(path: str | os.PathLike, what: str) -> dict:
     from .errors import UsageError
 
     path = Path(path)
+    regular_file(path, what, UsageError)
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise UsageError(f"{what} not found: {path}") from exc
+    except RecursionError as exc:  # tables nested thousands deep
+        raise UsageError(f"{what} {path} nests too deeply to be a {what}") from exc
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"{what} {path} is not valid TOML: {exc}") from exc
 
 
+def regular_file(path: Path, what: str, error=None) -> Path:
+    """Refuse a FIFO, device or socket where a file is expected (reading one can hang forever)."""
+    if path.exists() and not path.is_file():
+        raise (error or ArtifactError)(f"{what} {path} is not a regular file",
+                                       hint="pass a file, not a folder, pipe or device")
+    return path
+
+
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    regular_file(Path(path), what)
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:

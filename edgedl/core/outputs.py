@@ -219,4 +219,5 @@ def written_by_edgedl(path: Path) -> bool:
             return "edgedl" in json.loads(text)
         except (ValueError, TypeError):
             return False
-    return text.startswith((OWN_MARKDOWN, OWN_CSV_HEADER))
+    # ("| artifact | format" is how reports written before the signature began)
+    return text.startswith((OWN_MARKDOWN, OWN_CSV_HEADER, "| artifact | format |"))

@@ -209,11 +209,9 @@ def _build(staging: Path, artifact: Path, facts: dict, origin: Subject, targets:
 def _labels(parity: dict, origin: Subject) -> list[str]:
     """Class names of the first classification output (validate already read a card or --labels)."""
     names = list(parity.get("labels") or origin.labels or [])
-    classes = next((o for o in parity.get("outputs", []) if o["kind"] == "classification"), None)
-    if classes and names and classes.get("classes") and len(names) != classes["classes"]:
-        raise UsageError(f"{len(names)} labels were given but output {classes['name']!r} has {classes['classes']} "
-                         "classes", hint="pass one label per class, in output order")
-    return names if classes else []
+    outputs = parity.get("outputs", [])
+    origin.check_outputs([(o["name"], o["kind"], o.get("classes")) for o in outputs])
+    return names if any(o["kind"] == "classification" for o in outputs) else []
 
 
 def _golden(staging: Path, artifact: Path, parity: dict, precision: str) -> dict:

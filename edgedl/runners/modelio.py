@@ -36,16 +36,15 @@ def load_keras_model(path: str | Path, safe_mode: bool = True):
         raise ModelError(_explain(path, exc)) from exc
 
 
-MAX_MODEL_BYTES = 4 * 2**30  # uncompressed size of a .keras archive (EDGEDL_MAX_MODEL_BYTES overrides)
 MAX_CONFIG_BYTES = 64 * 2**20  # config.json and metadata.json: text that describes the layers
 MAX_RATIO = 50  # Keras stores its members uncompressed; a member inflating 50× is a bomb, not a model
 
 
 def check_archive(path: Path) -> None:
     """Refuse a .keras archive whose members would inflate beyond reason, before anything extracts it."""
-    import os
+    from ..core.env import env_limit
 
-    limit = int(os.environ.get("EDGEDL_MAX_MODEL_BYTES", MAX_MODEL_BYTES))
+    limit = int(env_limit("EDGEDL_MAX_MODEL_BYTES"))
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()

@@ -170,6 +170,8 @@ def _reference(subject: Subject, options, say) -> Reference:
     specs = [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in runner.inputs]
     kinds = [output_kind(name, out, inputs.labels.get(name), subject.task_for(name), activation)
              for name, out, activation in zip(names, outputs, facts["output_activations"], strict=True)]
+    subject.check_outputs([(name, kind, int(out.shape[-1]) if kind == "classification" else None)
+                           for name, kind, out in zip(names, kinds, outputs, strict=True)])
     result = RunResult(source=str(subject.model_path), backend="keras", outputs=outputs, output_names=names,
                        inputs_sha256=inputs_sha256(inputs.as_list),
                        info={"inputs": specs, "architecture": subject.architecture, "kinds": kinds},
