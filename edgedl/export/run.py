@@ -8,6 +8,7 @@ error naming the mode, a fresh worker takes the remaining targets, and nothing h
 from __future__ import annotations
 
 import concurrent.futures as futures
+import contextlib
 import multiprocessing
 import os
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from ..core.env import die_with_parent
 from ..core.errors import ExportError, UsageError
 from ..core.files import locked, read_json, sweep_leftovers, write_json
 from ..core.layout import INDEX
-from ..core.outputs import claim
+from ..core.outputs import MARKER, claim
 from .plan import CALIBRATED, CALIBRATION_METHODS, ExportOptions, Target
 
 
@@ -36,11 +37,21 @@ def export(source: str | Path, targets: list[Target], out: str | Path | None = N
         raise UsageError(f"unknown calibration method {options.calibration_method!r}; choose from "
                          f"{', '.join(CALIBRATION_METHODS)}")
     src = resolve_source(source, options, needs_calibration=any(t.precision in CALIBRATED for t in targets))
-    out_dir = claim(out or src.default_out, "exports", protect=tuple(p for p in (src.run_dir,) if p))
+    folder = Path(out or src.default_out)
+    new = not folder.exists()
+    out_dir = claim(folder, "exports", protect=tuple(p for p in (src.run_dir,) if p))
     sweep_leftovers(out_dir)
     say = progress or (lambda message: None)
-    records = _run_jobs(src, targets, out_dir, options, say)
-    _update_index(out_dir, records)
+    records: list[dict] = []
+    try:
+        _run_jobs(src, targets, out_dir, options, say, records)
+    except BaseException:  # interrupted: the artifacts that completed stay listed, and the message says so
+        done = [r["file"] for r in records if "error" not in r]
+        _finish(out_dir, records, new)
+        say(f"interrupted: {len(done)} artifact(s) completed and are listed in {out_dir / INDEX}"
+            + (f" ({', '.join(done)})" if done else "; nothing was written"))
+        raise
+    _finish(out_dir, records, new)
     failed = [r for r in records if "error" in r]
     if failed:
         raise ExportError("; ".join(f"{r['target']}: {r['error']}" for r in failed))
@@ -74,8 +85,18 @@ def _pool() -> futures.ProcessPoolExecutor:
                                        initializer=die_with_parent, initargs=(os.getpid(),))
 
 
-def _run_jobs(src, targets: list[Target], out_dir: Path, options: ExportOptions, say) -> list[dict]:
-    records = []
+def _finish(out_dir: Path, records: list[dict], new: bool) -> None:
+    """List what completed; a folder this export created and filled with nothing is removed again."""
+    if new and not any("error" not in r for r in records):
+        for name in (MARKER, ".edgedl.lock"):
+            (out_dir / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: someone else wrote there meanwhile; leave it
+            out_dir.rmdir()
+        return
+    _update_index(out_dir, records)
+
+
+def _run_jobs(src, targets: list[Target], out_dir: Path, options: ExportOptions, say, records: list[dict]) -> None:
     pool = _pool()
     try:
         for number, target in enumerate(targets, 1):
@@ -92,7 +113,6 @@ def _run_jobs(src, targets: list[Target], out_dir: Path, options: ExportOptions,
             records.append(record)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return records
 
 
 def _summary(target: Target, record: dict) -> str:
