@@ -26,8 +26,9 @@ import numpy as np
 from ..core import metrics
 from ..core.env import child_preexec, time_limit_s
 from ..core.errors import ArtifactError, UsageError
-from ..core.files import read_json, temp_dir
+from ..core.files import read_json, temp_dir, verify_sha256
 from ..core.layout import MANIFEST, read_sidecar, resolve_from
+from ..runners.base import TensorInfo
 from ..runners.tflm_kernels import FRAMEWORK_FLASH, KERNELS
 from .boards import BOARDS, board, fit
 
@@ -130,15 +131,19 @@ def _resolve(source: Path, data: str | None, samples: int):
             _tensor_names(manifest)
     if source.suffix != ".tflite" or not source.is_file():
         raise UsageError(f"{source}: mcu-check takes an int8 .tflite artifact or a bundle folder")
-    facts = read_sidecar(source)
+    facts = read_sidecar(source)  # {} for a file edgedl did not export: then --data gives the inputs
+    verify_sha256(source, facts.get("sha256"), what="artifact")
     _require_int8(source, facts.get("precision"))
-    inputs = _inputs_for(source, facts, data, samples)
     from ..runners.open import open_runner
 
     with open_runner(source) as runner:  # LiteRT, bounded: the outputs TFLM must reproduce
+        specs = [TensorInfo(t.name, t.shape, "float32" if t.quantized else t.dtype) for t in runner.inputs]
+        inputs = _inputs_for(source, facts, specs, data, samples)
         expected = runner.run(runner.prepare(inputs))
         stateful = runner.stateful
-    return source, inputs, expected, stateful, _tensor_names(facts)
+        tensors = {"input_tensors": [t.tensor or t.name for t in runner.inputs],
+                   "output_tensors": [t.tensor or t.name for t in runner.outputs]}
+    return source, inputs, expected, stateful, tensors
 
 
 def _tensor_names(facts: dict) -> dict:
@@ -153,20 +158,18 @@ def _require_int8(model: Path, precision: str | None) -> None:
                          hint="export with --quantize int8 and check that artifact")
 
 
-def _inputs_for(artifact: Path, facts: dict, data: str | None, samples: int) -> list[np.ndarray]:
+def _inputs_for(artifact: Path, facts: dict, specs: list, data: str | None, samples: int) -> list[np.ndarray]:
     """Model-ready samples: ``--data`` as given, else the held-out data of the model's Subject (its run's
     split, or the model card's, preprocessed by the subject's one decision)."""
     from .. import data as data_lib
-    from ..runners.base import TensorInfo
     from ..subject import Subject
 
-    specs = [TensorInfo(spec["name"], tuple(spec["shape"]), "float32" if spec.get("quantization") else spec["dtype"])
-             for spec in facts.get("inputs", [])]
     if data:
         arrays, _ = data_lib.read_named(Path(data), [s.name for s in specs], [], samples, "mcu-check data")
     else:
-        model = resolve_from((facts.get("source_model") or {}).get("path", ""), artifact.parent)
-        subject = Subject.resolve(model) if model.is_file() else None
+        recorded = (facts.get("source_model") or {}).get("path")
+        model = resolve_from(recorded, artifact.parent) if recorded else None
+        subject = Subject.resolve(model) if model is not None and model.is_file() else None
         path, ready = subject.heldout if subject else (None, False)
         if path is None:
             raise UsageError(f"{artifact.name} has no training run or model card to take held-out samples from",
