@@ -130,3 +130,64 @@ def test_validate_a_keras_file_finds_the_exports_beside_it(tiny_runs, tmp_path, 
     code, out, err = run_cli(["validate", folder / "m.keras", "--data", folder / "data.npz", "--input-scale", "1"],
                              capsys)
     assert "mlp_fp32.tflite" in out and "mlp_int8.onnx" in out, out + err
+
+
+def test_a_bare_pipeline_never_imports_code_from_a_foreign_models_folder(tmp_path, monkeypatch, capsys):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mlp.toml").write_text('[model]\narchitecture = "evil.py:build"\n')
+    (tmp_path / "models" / "evil.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w')\n")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["pipeline", "--out", tmp_path / "out"], capsys)
+    assert code == 2 and "--unsafe" in err and not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("value", ["inf", "1e308", "0", "-5", "lots"])
+def test_environment_limits_are_checked_once_with_one_line(value, monkeypatch, capsys):
+    monkeypatch.setenv("EDGEDL_MEMORY_LIMIT_MB", value)
+    code, _, err = run_cli(["inspect", "nothing.tflite"], capsys)
+    assert code == 2 and f"EDGEDL_MEMORY_LIMIT_MB={value!r} is not a usable limit" in err
+
+
+def test_hostile_files_get_one_line_not_a_traceback(tmp_path, capsys):
+    import zipfile
+
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    code, _, err = run_cli(["pipeline", deep, "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "Traceback" not in err and deep.name in err
+    fifo = tmp_path / "labels.txt"
+    os.mkfifo(fifo)
+    from edgedl.core.card import read_labels
+
+    with pytest.raises(EdgedlError, match="not a regular file"):
+        read_labels(fifo)  # would block forever on a read
+    bad = tmp_path / "labels2.txt"
+    bad.write_text("cat\ndog\x1b[2J\n")
+    with pytest.raises(EdgedlError, match="control character"):
+        read_labels(bad)
+    from edgedl.data import read_named
+
+    np.savez(tmp_path / "zero.npz", x=np.float32(3))
+    with pytest.raises(EdgedlError, match="0-d"):
+        read_named(tmp_path / "zero.npz", ["x"], [], None, "data")
+    buffer = __import__("io").BytesIO()
+    np.save(buffer, np.zeros((2, 4), np.float32))
+    with zipfile.ZipFile(tmp_path / "neg.npz", "w") as archive:
+        archive.writestr("x.npy", buffer.getvalue().replace(b"(2, 4)", b"(-2, 4)"))
+    with pytest.raises(EdgedlError, match="impossible shape"):
+        read_named(tmp_path / "neg.npz", ["x"], [], None, "data")
+
+
+def test_a_recipe_with_a_bad_target_stops_before_training(tmp_path, capsys):
+    recipe = tmp_path / "t.toml"
+    recipe.write_text('[model]\narchitecture = "mlp"\n[export]\ntargets = ["tflite:int9"]\n')
+    code, _, err = run_cli(["pipeline", recipe, "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "int9" in err and not (tmp_path / "o").exists()
+
+
+def test_a_failed_export_of_an_unreadable_model_leaves_no_folder(tmp_path, capsys):
+    model = tmp_path / "broken.keras"
+    model.write_bytes(b"PK\x03\x04 not really a zip")
+    code, _, err = run_cli(["export", model, "--format", "tflite", "--quantize", "none", "--out", tmp_path / "x"],
+                           capsys)
+    assert code != 0 and not (tmp_path / "x").exists()

@@ -455,8 +455,10 @@ def bundle(artifact, out, targets, min_agreement, max_accuracy_drop, tolerances,
                    "[default: each recipe's [train] backend, else tensorflow]")
 @click.option("--no-rescue", is_flag=True, help="Do not climb the rescue ladder (calibration → keep_float → int16x8 → qat) when "
                                                 "an int8 artifact fails its gates.")
+@click.option("--unsafe", is_flag=True, help="Let a bare `edgedl pipeline` run recipes found in ./models that import "
+                                             "Python code (architecture = \"file.py:function\").")
 def pipeline(recipes, out, force, epochs, max_accuracy_drop, min_agreement, max_latency_ms, max_size_kb,
-             bench_time, no_layers, target, backend, no_rescue):
+             bench_time, no_layers, target, backend, no_rescue, unsafe):
     """Train → export → validate → (rescue) → bench → (mcu) → bundle → report, for each RECIPE.
 
     RECIPES default to the seed models in models/ (mlp, cnn, lstm) on the built-in digits.
@@ -478,7 +480,7 @@ def pipeline(recipes, out, force, epochs, max_accuracy_drop, min_agreement, max_
     from ..pipeline.run import pipeline as run_pipeline
 
     options = PipelineOptions(out=out, force=force, epochs=epochs, bench_min_time=bench_time, layers=not no_layers,
-                              target=target, rescue=not no_rescue, backend=backend, gates={"max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement,
+                              target=target, rescue=not no_rescue, backend=backend, unsafe=unsafe, gates={"max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement,
                                      "max_latency_ms": max_latency_ms, "max_size_kb": max_size_kb})
     summary = run_pipeline(list(recipes), options, say=click.echo)
     click.echo(f"\nreport: {summary['report']}  (and {Path(summary['out']) / 'report.md'})")

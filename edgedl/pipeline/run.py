@@ -42,20 +42,36 @@ class PipelineOptions:
     target: str | None = None  # a microcontroller board: int8 artifacts are checked under TFLite Micro for it
     rescue: bool = True  # climb the rescue ladder when an int8 artifact fails (the recipe's [rescue] rungs)
     backend: str | None = None  # the Keras backend that trains every recipe (else each recipe's own)
+    unsafe: bool = False  # a bare `edgedl pipeline` may run ./models recipes that import code
+
+
+PROJECT_MODELS = Path(__file__).resolve().parents[2] / "models"  # edgedl's own seed recipes
 
 
 def default_recipes() -> list[Path]:
-    for root in (Path.cwd() / "models", Path(__file__).resolve().parents[2] / "models"):
+    for root in (Path.cwd() / "models", PROJECT_MODELS):
         found = [root / f"{name}.toml" for name in DEFAULT_RECIPES if (root / f"{name}.toml").exists()]
         if found:
             return found
     raise UsageError("no recipes given and no models/ folder found", hint="pass RECIPE.toml files")
 
 
+def _refuse_foreign_code(recipes: list[Recipe], named: bool, unsafe: bool) -> None:
+    """A recipe whose architecture is Python code runs that code. A bare `edgedl pipeline` trusts only the
+    project's own models/; recipes found in ./models elsewhere need --unsafe (or to be named explicitly)."""
+    for recipe in recipes:
+        code = recipe.architecture and ":" in recipe.architecture
+        own = PROJECT_MODELS in Path(recipe.path).resolve().parents
+        if code and not named and not own and not unsafe:
+            raise UsageError(f"{recipe.path} was picked up from ./models and would import {recipe.architecture}",
+                             hint="name the recipes you trust on the command line, or pass --unsafe")
+
+
 def pipeline(recipes: list[str | Path] | None = None, options: PipelineOptions | None = None, say=print) -> dict:
     options = options or PipelineOptions()
     paths = [Path(r) for r in recipes] if recipes else default_recipes()
     loaded = _load_all(paths)  # every recipe, gate and name checked before any work starts
+    _refuse_foreign_code(loaded, named=bool(recipes), unsafe=options.unsafe)
     check_gate_settings({k: v for k, v in options.gates.items() if v is not None}, "pipeline options")
     if options.target:
         from ..deploy.boards import board
@@ -87,11 +103,15 @@ def pipeline(recipes: list[str | Path] | None = None, options: PipelineOptions |
 
 
 def _load_all(paths: list[Path]) -> list[Recipe]:
-    from ..export.plan import CALIBRATION_METHODS
+    from ..export.plan import CALIBRATION_METHODS, parse_targets
 
     loaded = [load_recipe(p) for p in paths]
     folders: dict[str, Path] = {}
     for recipe in loaded:
+        try:
+            parse_targets(recipe.targets)  # a bad target is a usage error before any training
+        except UsageError as exc:
+            raise UsageError(f"recipe {recipe.path} [export] targets: {exc}") from exc
         if recipe.calibration_method not in CALIBRATION_METHODS:  # before any recipe starts training
             raise UsageError(f"recipe {recipe.path}: [export] calibration_method must be one of "
                              f"{', '.join(CALIBRATION_METHODS)}, got {recipe.calibration_method!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from pathlib import Path
 
 from ...core.errors import UsageError
@@ -50,6 +51,8 @@ def _from_reference(reference: str) -> Architecture:
             path = Path(target)
             if not path.exists():
                 raise UsageError(f"architecture file not found: {path}")
+            print(f"importing architecture code from {path.resolve()} (function {attr}): it runs as Python",
+                  file=sys.stderr)  # code about to run is never silent
             spec = importlib.util.spec_from_file_location(f"edgedl_user_{path.stem}", path)
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
