@@ -32,6 +32,7 @@ from ..core.files import (
 from ..core.layout import resolve_from, sidecar_path
 from ..core.outputs import check_output, foreign_files, seal
 from ..subject import Declared, Subject
+from .bundle_files.run import contract_sha256
 
 TARGETS = ("rpi", "android", "mcu")
 SIDECAR_KEYS = {"precision": str, "inputs": list, "outputs": list, "sha256": str}
@@ -180,6 +181,8 @@ def _build(staging: Path, artifact: Path, facts: dict, origin: Subject, targets:
     write_text(staging / "labels.txt", "\n".join(labels) + "\n")
     golden = _golden(staging, artifact, parity, facts["precision"])
     manifest = _manifest(artifact, facts, origin, labels, golden, parity, targets)
+    _raw_golden(staging / golden["file"], manifest)
+    manifest["contract_sha256"] = contract_sha256(manifest)  # run.py --self-test recomputes it
     write_json(staging / "manifest.json", manifest)
     if "rpi" in targets:
         for name in ("run.py", "requirements.txt"):
@@ -204,6 +207,19 @@ def _build(staging: Path, artifact: Path, facts: dict, origin: Subject, targets:
 
     write_text(staging / "README.md", readme(manifest, targets))
     return manifest
+
+
+def _raw_golden(path: Path, manifest: dict) -> None:
+    """The first golden sample of each scaled input, back in raw units: run.py prepares it with the manifest's
+    preprocessing and must get the golden input again (a changed scale or offset fails the self-test)."""
+    pre = manifest["preprocessing"]
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    for i, spec in enumerate(manifest["inputs"]):
+        if spec["name"] in pre.get("applies_to", []) and pre["scale"]:
+            x = np.asarray(arrays[f"input_{i}"][:1], np.float64)
+            arrays[f"raw_input_{i}"] = ((x - pre["offset"]) / pre["scale"]).astype(np.float64)
+    write_npz(path, **arrays)
 
 
 def _labels(parity: dict, origin: Subject) -> list[str]:

@@ -97,7 +97,59 @@ def read_manifest(bundle: Path) -> dict:
         manifest["model"]["file"], manifest["model"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"{bundle / 'manifest.json'} is missing or not an edgedl bundle manifest: {exc}") from exc
+    check_manifest(manifest)
     return manifest
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+# Each value this runner reads, and what it must be: a wrong type is one line, never a traceback.
+_TYPED = (
+    ("model.file", lambda m: isinstance(m["model"]["file"], str), "a file name"),
+    ("model.sha256", lambda m: isinstance(m["model"]["sha256"], str), "a sha256 text"),
+    ("inputs", lambda m: isinstance(m["inputs"], list) and m["inputs"] and all(
+        isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("shape"), list)
+        and all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in s["shape"])
+        for s in m["inputs"]), "a list of {name, shape} tables"),
+    ("outputs", lambda m: isinstance(m["outputs"], list) and m["outputs"] and all(
+        isinstance(s, dict) and isinstance(s.get("name"), str) for s in m["outputs"]), "a list of {name} tables"),
+    ("preprocessing.scale", lambda m: _number(m["preprocessing"]["scale"]) and m["preprocessing"]["scale"] != 0,
+     "a finite, non-zero number"),
+    ("preprocessing.offset", lambda m: _number(m["preprocessing"]["offset"]), "a finite number"),
+    ("labels", lambda m: isinstance(m.get("labels", []), list) and all(
+        isinstance(x, str) and not any(ord(c) < 32 or ord(c) == 127 for c in x) for x in m.get("labels", [])),
+     "a list of one-line names"),
+    ("golden.atol", lambda m: _number(m["golden"]["atol"]) and m["golden"]["atol"] >= 0, "a number ≥ 0"),
+    ("golden.tolerance_steps", lambda m: m["golden"]["tolerance_steps"] is None or (
+        isinstance(m["golden"]["tolerance_steps"], dict)
+        and all(_number(v) and v >= 0 for v in m["golden"]["tolerance_steps"].values())), "a table of numbers ≥ 0"),
+    ("runtime.reset_variables_before_invoke", lambda m: isinstance(m["runtime"]["reset_variables_before_invoke"],
+                                                                    bool), "true or false"),
+)
+
+
+def check_manifest(manifest: dict) -> None:
+    for key, valid, meaning in _TYPED:
+        try:
+            good = bool(valid(manifest))
+        except (KeyError, TypeError, IndexError):
+            good = False
+        if not good:
+            raise BundleError(f"manifest.json: {key} must be {meaning}")
+
+
+# What the self-test proves unchanged since the bundle was made: how inputs are prepared, what the
+# outputs mean, and what the golden vectors and their tolerances are.
+CONTRACT = ("inputs", "outputs", "preprocessing", "labels", "golden")
+
+
+def contract_sha256(manifest: dict) -> str:
+    picked = {key: manifest.get(key) for key in CONTRACT}
+    picked["model"] = {"file": manifest["model"]["file"], "sha256": manifest["model"]["sha256"]}
+    picked["reset_variables_before_invoke"] = manifest["runtime"]["reset_variables_before_invoke"]
+    return hashlib.sha256(json.dumps(picked, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 class Model:
@@ -301,7 +353,9 @@ def load_golden(manifest: dict) -> dict:
     try:
         with np.load(path, allow_pickle=False) as archive:
             golden = {"inputs": [archive[f"input_{i}"] for i in range(len(manifest["inputs"]))],
-                      "raw": [archive[f"raw_{j}"] for j in range(len(manifest["outputs"]))]}
+                      "raw": [archive[f"raw_{j}"] for j in range(len(manifest["outputs"]))],
+                      "raw_inputs": {i: archive[f"raw_input_{i}"] for i in range(len(manifest["inputs"]))
+                                     if f"raw_input_{i}" in archive.files}}
     except (OSError, ValueError, KeyError, EOFError) as exc:
         raise BundleError(f"{path.name} is missing or not this bundle's golden vectors: {exc}") from exc
     if len({len(a) for a in golden["inputs"] + golden["raw"]}) != 1 or not len(golden["inputs"][0]):
@@ -309,10 +363,31 @@ def load_golden(manifest: dict) -> dict:
     return golden
 
 
+def check_contract(manifest: dict, golden: dict) -> bool:
+    """The manifest's preprocessing, labels and golden settings are the bundle's own, and one raw golden
+    sample prepared by ``preprocess`` gives the golden input: a changed scale or offset fails here."""
+    recorded = manifest.get("contract_sha256")
+    if recorded is not None and recorded != contract_sha256(manifest):
+        print("✗ manifest.json was changed after the bundle was made (preprocessing, labels, tensors or golden "
+              "settings): its contract sha256 no longer matches")
+        return False
+    for i, spec in enumerate(manifest["inputs"]):
+        raw = golden["raw_inputs"].get(i)
+        if raw is None:
+            continue
+        prepared = preprocess(raw, manifest, spec)[0]
+        expected = np.asarray(golden["inputs"][i][0], np.float32).reshape(prepared.shape)
+        if not np.allclose(prepared, expected, rtol=1e-5, atol=1e-6):
+            print(f"✗ a raw golden sample of {spec['name']!r} prepared with the manifest's preprocessing differs "
+                  f"from the golden input by {float(np.max(np.abs(prepared - expected))):.3g}")
+            return False
+    return True
+
+
 def self_test(model: Model) -> bool:
     manifest = model.manifest
-    ok = True
     golden = load_golden(manifest)
+    contract_ok, ok = check_contract(manifest, golden), True
     steps = manifest["golden"]["tolerance_steps"] or {}
     tolerance, atol = steps.get(model.library, max(steps.values(), default=0)), manifest["golden"]["atol"]
     worst = 0.0
@@ -331,7 +406,7 @@ def self_test(model: Model) -> bool:
     unit = "quantization steps" if golden["raw"][0].dtype.kind in "iu" else "abs"
     print(f"{'✓' if ok else '✗'} {count} golden vectors, worst difference {worst:g} {unit} "
           f"(interpreter: {model.library})")
-    return ok
+    return ok and contract_ok
 
 
 def bench(model: Model, runs: int) -> None:
