@@ -191,3 +191,29 @@ def test_a_failed_export_of_an_unreadable_model_leaves_no_folder(tmp_path, capsy
     code, _, err = run_cli(["export", model, "--format", "tflite", "--quantize", "none", "--out", tmp_path / "x"],
                            capsys)
     assert code != 0 and not (tmp_path / "x").exists()
+
+
+def test_a_bundle_whose_manifest_was_edited_fails_its_self_test(tiny_exports, tmp_path):
+    import json
+    import shutil
+
+    from edgedl.deploy.bundle import bundle
+
+    out = tmp_path / "b"
+    bundle(tiny_exports["mlp"] / "mlp_fp32.tflite", out, targets=["rpi"], say=lambda m: None)
+
+    def self_test(edit) -> subprocess.CompletedProcess:
+        copy = tmp_path / f"copy{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(out, copy)
+        manifest = json.loads((copy / "manifest.json").read_text())
+        edit(manifest)
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        return subprocess.run([sys.executable, str(copy / "run.py"), "--self-test"], capture_output=True, text=True)
+
+    assert self_test(lambda m: None).returncode == 0
+    changed = self_test(lambda m: m["preprocessing"].update(scale=1.0))
+    assert changed.returncode == 1 and "contract sha256" in changed.stdout
+    unsealed = self_test(lambda m: (m["preprocessing"].update(scale=1.0), m.pop("contract_sha256")))
+    assert unsealed.returncode == 1 and "raw golden sample" in unsealed.stdout  # the raw-input path catches it
+    typed = self_test(lambda m: m["preprocessing"].update(scale="big"))
+    assert typed.returncode == 1 and "preprocessing.scale must be" in typed.stderr and "Traceback" not in typed.stderr
