@@ -26,7 +26,7 @@ def seed_reports(tiny_exports):
 
 def test_seed_int8_models_run_in_tflite_micro_like_litert(seed_reports):
     for arch, report in seed_reports.items():
-        assert report["passed"] and not report["unsupported"], (arch, report.get("error"))
+        assert report["passed"] and not report["unsupported"], (arch, report.get("error"), report.get("failed_because"))
         parity = report["parity"]
         assert parity["samples"] == 60 and parity["max_steps"] <= MCU_TOLERANCE["max_steps"], (arch, parity)
         assert parity["agreement"] >= MCU_TOLERANCE["min_agreement"], (arch, parity)

@@ -94,6 +94,8 @@ def mcu_check(source: str | Path, target: str | None = None, data: str | None = 
     if target:
         report["target"] = report["boards"][target.lower()] | {"key": target.lower()}
         report["passed"] = report["passed"] and report["target"]["fits"]
+    if not report["passed"]:  # a failed verdict always says which limit it hit, with the numbers
+        report["failed_because"] = failure(report)
     return report
 
 
