@@ -217,3 +217,21 @@ def test_a_bundle_whose_manifest_was_edited_fails_its_self_test(tiny_exports, tm
     assert unsealed.returncode == 1 and "raw golden sample" in unsealed.stdout  # the raw-input path catches it
     typed = self_test(lambda m: m["preprocessing"].update(scale="big"))
     assert typed.returncode == 1 and "preprocessing.scale must be" in typed.stderr and "Traceback" not in typed.stderr
+
+
+def test_exports_of_an_older_model_are_stale_not_unfaithful(tiny_runs, tmp_path):
+    import json
+    import shutil
+
+    from edgedl.validate.run import ValidateOptions, validate
+
+    run = Path(shutil.copytree(tiny_runs["mlp"], tmp_path / "run"))
+    sidecar = run / "exports" / "mlp_fp32.tflite.json"
+    facts = json.loads(sidecar.read_text())
+    facts["source_model"]["sha256"] = "0" * 64  # as if exported before the model was retrained
+    sidecar.write_text(json.dumps(facts))
+    lines = []
+    summary = validate(run, [run / "exports" / "mlp_fp32.tflite"], ValidateOptions(samples=20), say=lines.append)
+    row = summary["artifacts"][0]
+    assert not summary["passed"] and row["stale"] and "export it again" in row["error"]
+    assert any("stale: exported from an older version" in line for line in lines)

@@ -21,6 +21,7 @@ from ..core.layout import (
     precision_of,
     read_sidecar,
     relative_to,
+    resolve_from,
     sidecar_path,
 )
 from ..core.metrics import accuracy, is_classification
@@ -81,7 +82,13 @@ def validate(model: str | Path | None, artifacts: list[str | Path], options: Val
     reference = _reference(subject, options, say)
     warnings = check_reference(reference.result, say)
     reports, results = [], {}
+    model = (subject.model_path, subject.model_sha256) if subject.model_path is not None else None
     for artifact in files:
+        stale = _stale(artifact, model) if not options.reference else None
+        if stale:
+            say(f"✗ {artifact.name}: {stale['error']}")
+            reports.append(stale)
+            continue
         report, result = _validate_one(artifact, reference, options, say)
         reports.append(report)
         if result is not None:
@@ -230,6 +237,23 @@ def _resolution_notes(reports: list[dict], reference: Reference, say) -> list[st
     for note in notes:
         say(f"note: {note}")
     return notes
+
+
+def _stale(artifact: Path, model: tuple[Path, str] | None) -> dict | None:
+    """An artifact exported from an older version of this very model file is stale, not unfaithful: say so."""
+    facts = read_sidecar(artifact)
+    source = (facts.get("source_model") or {}) if isinstance(facts, dict) else {}
+    recorded, path = source.get("sha256"), source.get("path")
+    if model is None or not isinstance(recorded, str) or not isinstance(path, str):
+        return None
+    model_path, model_sha = model
+    if recorded == model_sha or resolve_from(path, artifact.parent).resolve() != model_path.resolve():
+        return None
+    error = (f"stale: exported from an older version of the model (sha256 {recorded[:12]}…, the model is now "
+             f"{model_sha[:12]}…); export it again")
+    return {"artifact": artifact.name, "precision": facts.get("precision", "?"), "passed": False, "stale": True,
+            "outputs": [], "error": error, "format": facts.get("format", artifact.suffix[1:]),
+            "size": artifact.stat().st_size}
 
 
 def _validate_one(artifact: Path, reference: Reference, options, say) -> tuple[dict, RunResult | None]:
