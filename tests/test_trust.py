@@ -235,3 +235,28 @@ def test_exports_of_an_older_model_are_stale_not_unfaithful(tiny_runs, tmp_path)
     row = summary["artifacts"][0]
     assert not summary["passed"] and row["stale"] and "export it again" in row["error"]
     assert any("stale: exported from an older version" in line for line in lines)
+
+
+def test_a_small_keras_file_declaring_a_huge_layer_is_refused_in_a_bounded_child(tmp_path, monkeypatch):
+    """78 KB that declares a 64 GB Dense layer: the bounded child runs out, this process lives and says why."""
+    import json
+    import zipfile
+
+    import keras
+
+    from edgedl.core.errors import ModelError
+    from edgedl.runners.modelio import load_keras_model
+
+    model = keras.Sequential([keras.Input((64,), name="x"), keras.layers.Dense(10, name="probs")])
+    model.save(tmp_path / "small.keras")
+    with zipfile.ZipFile(tmp_path / "small.keras") as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(members["config.json"])
+    next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")["config"]["units"] = 250_000_000
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tmp_path / "huge.keras", "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    monkeypatch.setenv("EDGEDL_MEMORY_LIMIT_MB", "2048")
+    with pytest.raises(ModelError, match="huge.keras"):
+        load_keras_model(tmp_path / "huge.keras")

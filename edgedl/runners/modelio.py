@@ -9,8 +9,9 @@ from pathlib import Path
 from ..core.errors import ModelError
 
 
-def load_keras_model(path: str | Path, safe_mode: bool = True):
-    """Load a ``.keras`` file. Safe mode refuses Lambda layers and other embedded code."""
+def load_keras_model(path: str | Path, safe_mode: bool = True, probe: bool = True):
+    """Load a ``.keras`` file. Safe mode refuses Lambda layers and other embedded code. A file edgedl did
+    not train is first loaded once in a child process bounded in memory and time (``probe_in_child``)."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"model file not found: {path}")
@@ -23,6 +24,8 @@ def load_keras_model(path: str | Path, safe_mode: bool = True):
     if path.stat().st_size == 0 or not zipfile.is_zipfile(path):
         raise ModelError(f"{path} is empty, truncated or not a Keras archive")
     check_archive(path)
+    if probe and not _written_by_edgedl(path):
+        probe_in_child(path, safe_mode)  # a hostile file exhausts a bounded child, not this process
     from ..core.env import import_keras
 
     keras = import_keras()
@@ -34,6 +37,75 @@ def load_keras_model(path: str | Path, safe_mode: bool = True):
         return keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
     except Exception as exc:  # Keras raises ValueError/TypeError/KeyError/OSError for bad archives
         raise ModelError(_explain(path, exc)) from exc
+
+
+_PROBED: set[tuple] = set()  # (path, size, mtime) of files already loaded once in a bounded child
+
+
+def _written_by_edgedl(path: Path) -> bool:
+    """A training run's own model.keras: its manifest names it and records its sha256 (checked on load_run)."""
+    import json
+
+    try:
+        manifest = json.loads((path.parent / "manifest.json").read_text(encoding="utf-8"))
+        return manifest["model"]["file"] == path.name and str(manifest.get("edgedl", "")).startswith("training-run/")
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def probe_in_child(path: Path, safe_mode: bool) -> None:
+    """Load ``path`` once in a spawned child under EDGEDL_MEMORY_LIMIT_MB and EDGEDL_TIME_LIMIT_S: a 78 KB
+    file that declares a 10 GB layer ends the child with a clear error instead of the OOM killer ending us."""
+    import multiprocessing
+    import os
+
+    from ..core.env import memory_limit_mb, time_limit_s
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _PROBED:
+        return
+    context = multiprocessing.get_context("spawn")
+    conn, child_conn = context.Pipe()
+    child = context.Process(target=_probe, args=(child_conn, str(path), safe_mode, os.getpid()), daemon=True)
+    child.start()
+    child_conn.close()
+    try:
+        if not conn.poll(time_limit_s()):
+            raise ModelError(f"{path.name}: loading it did not finish within {time_limit_s():.0f} s "
+                             "(EDGEDL_TIME_LIMIT_S); the file is hostile or far too large")
+        try:
+            status, message = conn.recv()
+        except (EOFError, OSError):
+            child.join(5)
+            raise ModelError(f"{path.name}: loading it ended its process (exit {child.exitcode}): it needs more than "
+                             f"the {memory_limit_mb()} MB memory limit (EDGEDL_MEMORY_LIMIT_MB) or is hostile") from None
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join(5)
+        conn.close()
+    if status != "ok":
+        raise ModelError(message)
+    _PROBED.add(key)
+
+
+def _probe(conn, path: str, safe_mode: bool, parent_pid: int) -> None:  # pragma: no cover - runs in the child
+    from ..core.env import memory_limit_mb, untrusted_child
+    from ..core.errors import EdgedlError
+
+    untrusted_child(parent_pid, memory_limit_mb())
+    try:
+        load_keras_model(path, safe_mode=safe_mode, probe=False)
+        conn.send(("ok", ""))
+    except MemoryError:
+        conn.send(("error", f"{Path(path).name} needs more than the {memory_limit_mb()} MB memory limit to load "
+                            "(EDGEDL_MEMORY_LIMIT_MB)"))
+    except EdgedlError as exc:
+        conn.send(("error", exc.one_line()))
+    except BaseException as exc:  # noqa: BLE001 - everything becomes one line for the parent
+        conn.send(("error", f"{Path(path).name} could not be loaded: {exc.__class__.__name__}: "
+                            f"{' '.join(str(exc).split())[:200]}"))
 
 
 MAX_CONFIG_BYTES = 64 * 2**20  # config.json and metadata.json: text that describes the layers
