@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -231,3 +233,50 @@ def test_interrupt_removes_the_folder(sshd, device_python, odd_bundle, tmp_path)
     out, err = proc.communicate(timeout=90)
     assert proc.returncode == 130, out + err
     assert "interrupted" in err and _left(tmp) == []
+
+
+_CAN_EMULATE = shutil.which("qemu-aarch64-static") is not None or os.geteuid() == 0
+
+
+@pytest.mark.emulated
+@pytest.mark.slow
+@pytest.mark.skipif(not _CAN_EMULATE, reason="needs qemu-user-static, or root to install it")
+def test_fleet_of_two_cpus(sshd, device_python, odd_bundle, tmp_path, capsys):
+    """Device (b): the emulated Raspberry Pi 4 userland (aarch64, Cortex-A72), reached through the same sshd,
+    beside device (a): one run, parity and latency and facts side by side."""
+    from edgedl.deploy.device_check import _script, cache_dir, setup
+
+    cache = cache_dir()
+    setup("rpi4", cache, say=lambda m: None)  # cached after the first time
+    emulated = f"bash {shlex.quote(str(_script('run_emulated.sh')))} {shlex.quote(str(cache))} rpi4 litert"
+    devices = tmp_path / "devices.toml"
+    dirs = {name: _tmpdir(tmp_path, name) for name in ("x86", "pi")}
+    devices.write_text(f"""
+[[device]]
+label = "x86-loopback"
+host = "good"
+python = "{device_python}"
+tmpdir = "{dirs['x86']}"
+threads = [1]
+runs = 20
+[[device]]
+label = "rpi4-emulated"
+host = "good"
+python = {json.dumps(emulated)}
+tmpdir = "{dirs['pi']}"
+threads = [1]
+xnnpack = [true]
+runs = 10
+""")
+    report_path = tmp_path / "fleet.json"
+    code, out, err = run_cli(["device-check", odd_bundle, "--devices", devices, "--ssh-config", sshd.config,
+                              "--warmup", "2", "--json", report_path], capsys)
+    assert code == 0, out + err
+    assert "| threads | XNNPACK | x86-loopback p50 µs (p99) | rpi4-emulated p50 µs (p99) |" in out
+    by_label = {d["label"]: d for d in json.loads(report_path.read_text())["devices"]}
+    assert by_label["x86-loopback"]["device"]["arch"] == os.uname().machine
+    pi = by_label["rpi4-emulated"]
+    assert pi["device"]["arch"] == "aarch64" and pi["device"]["model"].startswith("Raspberry Pi 4")
+    assert pi["outputs"]["passed"] and pi["outputs"]["max_steps"] <= 1  # ARM int8 kernels: at most 1 step
+    assert pi["measurements"][0]["p50_us"] > 0 and pi["measurements"][0]["cold_start_ms"] > 0
+    assert all(_left(folder) == [] for folder in dirs.values())

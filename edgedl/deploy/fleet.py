@@ -136,6 +136,9 @@ def remote_check(bundle: str | Path, devices: list[Device], job: Job, ssh_config
         raise UsageError("name a device: --ssh USER@HOST[:PORT] or --devices devices.toml")
     if ssh_config and not Path(ssh_config).is_file():
         raise UsageError(f"ssh config not found: {ssh_config}")
+    if "--no-xnnpack" not in (bundle / "run.py").read_text(encoding="utf-8", errors="replace"):
+        raise UsageError(f"{bundle}/run.py predates `run.py --bench --json` (timing on a device); rebuild the bundle "
+                         "with `edgedl bundle`")
     manifest = read_json(bundle / "manifest.json", "bundle manifest")
     report = {"bundle": str(bundle), "model": manifest.get("model", {}), "mode": "check" if job.parity else "bench",
               "devices": []}
@@ -146,6 +149,8 @@ def remote_check(bundle: str | Path, devices: list[Device], job: Job, ssh_config
             from .device_check import _bundle_inputs
 
             report["golden"], report["heldout"] = _bundle_inputs(bundle, job.samples, work / "inputs.npy")
+            say(f"outputs will be compared on {report['golden']} golden vectors and {report['heldout']} held-out "
+                "samples, with the same runtime on x86")
         references = References(bundle, work, job.cache, say)
         pool = ThreadPoolExecutor(max_workers=len(devices), thread_name_prefix="edgedl-device")
         futures = [pool.submit(_on_device, device, bundle, manifest, job, session, work, references, say)
