@@ -16,6 +16,33 @@ import time
 from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
+SLOW_BYTES_PER_S = 400_000
+# A link to the device at SLOW_BYTES_PER_S upstream (ssh ProxyCommand): a copy takes seconds. It
+# touches MARKER once 200 kB went up in one connection: the bundle is then being copied.
+SLOW_PROXY = """
+import os, socket, sys, threading, time
+host, port, rate, marker = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+link = socket.create_connection((host, port))
+def down():
+    while True:
+        data = link.recv(65536)
+        if not data:
+            os._exit(0)
+        os.write(1, data)
+threading.Thread(target=down, daemon=True).start()
+sent = 0
+while True:
+    data = os.read(0, 8192)
+    if not data:
+        break
+    link.sendall(data)
+    sent += len(data)
+    if sent > 200_000:
+        open(marker, "a").close()
+    time.sleep(len(data) / rate)
+link.shutdown(socket.SHUT_WR)
+threading.Event().wait(30)
+"""
 
 
 def available() -> bool:
@@ -66,10 +93,15 @@ LogLevel ERROR
                   "  IdentityAgent none\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n"
                   "  LogLevel ERROR\n")
         hosts = {"good": ("user_key", "known_hosts"), "wrongkey": ("wrong_key", "known_hosts"),
-                 "changedkey": ("user_key", "known_hosts_changed"), "unknownkey": ("user_key", "known_hosts_empty")}
+                 "changedkey": ("user_key", "known_hosts_changed"), "unknownkey": ("user_key", "known_hosts_empty"),
+                 "slowlink": ("user_key", "known_hosts")}
+        (root / "slow_proxy.py").write_text(SLOW_PROXY)
+        self.slow_marker = root / "slowlink-busy"
+        slow = (f"  ProxyCommand {sys.executable} {root / 'slow_proxy.py'} 127.0.0.1 {self.port} "
+                f"{SLOW_BYTES_PER_S} {self.slow_marker}\n")
         self.config.write_text("".join(
             f"Host {alias}\n{common}  IdentityFile {root / key}\n  UserKnownHostsFile {root / known}\n"
-            for alias, (key, known) in hosts.items()))
+            + (slow if alias == "slowlink" else "") for alias, (key, known) in hosts.items()))
         self.proc = None
 
     def start(self) -> Sshd:

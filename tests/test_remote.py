@@ -235,6 +235,43 @@ def test_interrupt_removes_the_folder(sshd, device_python, odd_bundle, tmp_path)
     assert "interrupted" in err and _left(tmp) == []
 
 
+def test_killed_mid_copy_leaves_nothing(sshd, device_python, odd_bundle, tmp_path):
+    """SIGTERM while the bundle is on its way (a slow link): exit 130, and the device's folder is removed."""
+    bundle = tmp_path / odd_bundle.name
+    shutil.copytree(odd_bundle, bundle)
+    (bundle / "padding.bin").write_bytes(np.random.default_rng(0).bytes(3_000_000))  # ~7 s over the slow link
+    tmp = _tmpdir(tmp_path, "mid-copy")
+    sshd.slow_marker.unlink(missing_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "edgedl", "device-check", str(bundle), "--ssh", "slowlink",
+                             "--ssh-config", str(sshd.config), "--python", str(device_python), "--tmpdir", str(tmp)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not sshd.slow_marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # waiting for the event (200 kB of the copy went up), bounded
+    assert sshd.slow_marker.exists() and len(_left(tmp)) == 1, proc.communicate(timeout=60)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130 and "interrupted" in err, out + err
+    assert "self-test" not in out  # it was stopped during the copy, before anything ran
+    assert _left(tmp) == []
+
+
+def test_full_disk_is_refused_before_copying(sshd, device_python, odd_bundle, tmp_path, capsys):
+    """A device whose temporary folder sits on a 1 MB filesystem: stopped at the preflight, nothing written."""
+    tiny = _tmpdir(tmp_path, "tiny")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(tiny)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root and CAP_SYS_ADMIN)")
+    try:
+        code, out, err = run_cli(["device-check", odd_bundle, "--ssh", "good", "--ssh-config", sshd.config,
+                                  "--python", device_python, "--tmpdir", tiny], capsys)
+        assert code == 1 and "free in" in err and "MB needed" in err, out + err
+        assert _left(tiny) == []
+    finally:
+        subprocess.run(["umount", str(tiny)], check=True)
+
+
 _CAN_EMULATE = shutil.which("qemu-aarch64-static") is not None or os.geteuid() == 0
 
 
