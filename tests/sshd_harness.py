@@ -87,6 +87,7 @@ StrictModes no
 AllowUsers {self.user}
 PermitRootLogin prohibit-password
 LogLevel ERROR
+AcceptEnv XDG_CACHE_HOME
 """)
         self.config = root / "ssh_config"
         common = (f"  HostName 127.0.0.1\n  Port {self.port}\n  User {self.user}\n  IdentitiesOnly yes\n"
@@ -94,14 +95,17 @@ LogLevel ERROR
                   "  LogLevel ERROR\n")
         hosts = {"good": ("user_key", "known_hosts"), "wrongkey": ("wrong_key", "known_hosts"),
                  "changedkey": ("user_key", "known_hosts_changed"), "unknownkey": ("user_key", "known_hosts_empty"),
-                 "slowlink": ("user_key", "known_hosts")}
+                 "slowlink": ("user_key", "known_hosts"), "ownhome": ("user_key", "known_hosts")}
         (root / "slow_proxy.py").write_text(SLOW_PROXY)
         self.slow_marker = root / "slowlink-busy"
+        self.device_cache = root / "device-cache"  # the login "ownhome" keeps --setup's venv here, not in ~
         slow = (f"  ProxyCommand {sys.executable} {root / 'slow_proxy.py'} 127.0.0.1 {self.port} "
                 f"{SLOW_BYTES_PER_S} {self.slow_marker}\n")
         self.config.write_text("".join(
             f"Host {alias}\n{common}  IdentityFile {root / key}\n  UserKnownHostsFile {root / known}\n"
-            + (slow if alias == "slowlink" else "") for alias, (key, known) in hosts.items()))
+            + (slow if alias == "slowlink" else "")
+            + (f"  SetEnv XDG_CACHE_HOME={self.device_cache}\n" if alias == "ownhome" else "")
+            for alias, (key, known) in hosts.items()))
         self.proc = None
 
     def start(self) -> Sshd:

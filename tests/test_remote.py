@@ -272,6 +272,31 @@ def test_full_disk_is_refused_before_copying(sshd, device_python, odd_bundle, tm
         subprocess.run(["umount", str(tiny)], check=True)
 
 
+def _pypi_reachable() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_setup_installs_the_runtime_in_its_own_venv(sshd, odd_bundle, tmp_path, capsys):
+    """--setup on a device whose Python has no numpy: a venv of edgedl's own, the runtime pip installed, then the check."""
+    if not _pypi_reachable():
+        pytest.skip("--setup installs from PyPI on the device; pypi.org is not reachable from here")
+    bare = sshd_harness.bare_python(tmp_path / "bare-venv")
+    tmp = _tmpdir(tmp_path, "setup")
+    code, out, err = run_cli(["device-check", odd_bundle, "--ssh", "ownhome", "--ssh-config", sshd.config,
+                              "--python", bare, "--tmpdir", tmp, "--setup", "--threads", "1", "--xnnpack", "on",
+                              "--runs", "5"], capsys)
+    assert code == 0, out + err
+    venv_python = sshd.device_cache / "edgedl" / "device-venv" / "bin" / "python"
+    assert f"--setup: using {venv_python}" in out and "bit-identical" in out and _left(tmp) == []
+
+
 _CAN_EMULATE = shutil.which("qemu-aarch64-static") is not None or os.geteuid() == 0
 
 

@@ -330,6 +330,10 @@ def remote_options(command):
         click.option("--timeout", "remote_timeout", type=click.FloatRange(min=1), callback=finite, default=None,
                      help="Seconds each step may take on the device. [default: 300]"),
         click.option("--keep", is_flag=True, help="Leave the temporary folder on the device (its path is printed)."),
+        click.option("--setup", "remote_setup", is_flag=True,
+                     help="First make (or reuse) an edgedl-owned venv on each device, ~/.cache/edgedl/device-venv, "
+                          "and pip install the runtime there (ai-edge-litert + numpy; armv7: tflite-runtime 2.14 + "
+                          "numpy<2). The device needs its own access to PyPI."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -392,7 +396,8 @@ def _run_remote(bundle, devices, job, ssh_config, json_out) -> None:
               help="Write PNG plots with this name stem (…_latency.png, …_tradeoff.png).")
 @remote_options
 def bench(artifacts, threads, batch, warmup, runs, min_time, pin_cpu, backend, no_xnnpack, json_out, csv_out,
-          plot_out, ssh_targets, devices_file, ssh_config, remote_python, remote_tmpdir, remote_timeout, keep):
+          plot_out, ssh_targets, devices_file, ssh_config, remote_python, remote_tmpdir, remote_timeout, keep,
+          remote_setup):
     """Benchmark .tflite/.onnx ARTIFACTS (files or folders; a .keras file is the baseline).
 
     Each measurement runs in a fresh process that imports only its runtime: init (import +
@@ -422,6 +427,7 @@ def bench(artifacts, threads, batch, warmup, runs, min_time, pin_cpu, backend, n
             raise EdgedlError("with --ssh/--devices, bench times one .tflite file or bundle folder at a time")
         devices = _devices(ssh_targets, devices_file, remote_python, remote_tmpdir, remote_timeout)
         job = Job(bundle=Path(artifacts[0]), parity=False, runs=runs or 200, warmup=warmup, keep=keep,
+                  setup=remote_setup,
                   threads=int_list(threads, "--threads", minimum=1) or None if threads else None,
                   xnnpack=(False,) if no_xnnpack else (True, False))
         if Path(artifacts[0]).is_dir():
@@ -581,7 +587,7 @@ def pipeline(recipes, out, force, epochs, max_accuracy_drop, min_agreement, max_
 @click.option("--xnnpack", type=click.Choice(["both", "on", "off"]), default="both", show_default=True,
               help="With --ssh/--devices: time with the XNNPACK delegate on, off, or both.")
 def device_check(bundle, profiles, runtimes, samples, cache, json_out, ssh_targets, devices_file, ssh_config,
-                 remote_python, remote_tmpdir, remote_timeout, keep, runs, warmup, threads, xnnpack):
+                 remote_python, remote_tmpdir, remote_timeout, keep, remote_setup, runs, warmup, threads, xnnpack):
     """Run BUNDLE on an emulated Raspberry Pi (aarch64, qemu-user), or on your own devices over SSH.
 
     Emulated (default): sets up (once, cached) a Raspberry Pi OS 64-bit userland from Debian's
@@ -610,7 +616,7 @@ def device_check(bundle, profiles, runtimes, samples, cache, json_out, ssh_targe
         from ..deploy.fleet import Job
 
         devices = _devices(ssh_targets, devices_file, remote_python, remote_tmpdir, remote_timeout)
-        job = Job(bundle=Path(bundle), runs=runs, warmup=warmup, samples=samples, keep=keep,
+        job = Job(bundle=Path(bundle), runs=runs, warmup=warmup, samples=samples, keep=keep, setup=remote_setup,
                   cache=Path(cache) if cache else None,
                   threads=int_list(threads, "--threads", minimum=1) or None if threads else None,
                   xnnpack={"both": (True, False), "on": (True,), "off": (False,)}[xnnpack])

@@ -46,6 +46,7 @@ from .remote import (
     preflight,
     read_npy,
     runtime_of,
+    setup,
     step_failure,
     upload,
 )
@@ -66,6 +67,7 @@ class Job:
     samples: int = 100
     keep: bool = False
     cache: Path | None = None
+    setup: bool = False  # make (or reuse) an edgedl-owned venv with the runtime on each device first
 
 
 def load_devices(path: str | Path) -> list[Device]:
@@ -181,6 +183,11 @@ def _on_device(device, bundle, manifest, job, session, work, references, say) ->
 
 def _run(device, bundle, manifest, job, session, work, references, say, result) -> None:
     conn = Connection(device, session)
+    if job.setup:
+        device.python = setup(conn)
+        conn = Connection(device, session)
+        result["python"] = device.python
+        say(f"{device.label}: --setup: using {device.python}")
     size_mb = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file()) / 2**20
     found = preflight(conn, size_mb)
     runtime = runtime_of(found)

@@ -206,6 +206,36 @@ def pip_fix(arch: str) -> str:
     return "pip install ai-edge-litert numpy"
 
 
+SETUP_VENV = '"${XDG_CACHE_HOME:-$HOME/.cache}/edgedl/device-venv"'
+SETUP_SCRIPT = """venv=%(venv)s
+case "$(uname -m)" in armv6l|armv7l) set -- "numpy<2" "tflite-runtime==2.14.0" ;; *) set -- ai-edge-litert numpy ;; esac
+if [ ! -x "$venv/bin/python" ]; then
+  mkdir -p "$(dirname "$venv")" && %(python)s -m venv "$venv" || { echo "EDGEDL-NO-VENV" >&2; exit 3; }
+fi
+"$venv/bin/python" -m pip install --disable-pip-version-check --quiet "$@" >&2 || exit 4
+echo "$venv/bin/python"
+"""
+
+
+def setup(conn: Connection) -> str:
+    """``--setup``: an edgedl-owned venv on the device (outside the temporary folder, kept for the next run)
+    with the runtime pip installs for its architecture. The device needs its own access to PyPI."""
+    done = conn.run(SETUP_SCRIPT % {"venv": SETUP_VENV, "python": conn.python}, "--setup (venv + pip install)",
+                    timeout=max(conn.device.timeout_s, 900) + 30)
+    label, err = conn.device.label, done.stderr.decode(errors="replace").strip()
+    if done.returncode == 3:
+        raise DeviceError(f"{label}: --setup could not make a venv with {conn.device.python} "
+                          "(Debian/Pi OS: sudo apt install python3-venv)")
+    if done.returncode != 0:
+        tail = err.splitlines()[-1][:200] if err else f"exit {done.returncode}"
+        raise DeviceError(f"{label}: --setup: pip install failed on the device ({tail}); it needs its own access "
+                          "to PyPI (or a pip.conf with a mirror)")
+    python = done.stdout.decode().strip().splitlines()[-1:]
+    if not python or not python[0].startswith("/"):
+        raise DeviceError(f"{label}: --setup did not report the venv's python")
+    return python[0]
+
+
 def preflight(conn: Connection, bundle_mb: float) -> dict:
     """Facts and readiness of the device, read with the standard library only; nothing is written."""
     tmpdir = shlex.quote(conn.device.tmpdir) if conn.device.tmpdir else '"${TMPDIR:-/tmp}"'
