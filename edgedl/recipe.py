@@ -117,6 +117,8 @@ class Recipe:
     # When an int8 artifact fails its gates, the pipeline tries these in order (pipeline/rescue.py)
     rescue: list[str] = field(default_factory=lambda: list(RESCUE_RUNGS))
     qat_epochs: int = DEFAULT_QAT_EPOCHS
+    # [devices]: the shipped bundle is checked, and every TFLite artifact timed, on these SSH devices
+    devices: dict | None = None
 
 
 def is_recipe(spec: str) -> bool:
@@ -165,7 +167,35 @@ def load_recipe(path: str | Path) -> Recipe:
         path=path,
         rescue=list(rungs),
         qat_epochs=_in_recipe(path, _whole, rescue.get("qat_epochs", DEFAULT_QAT_EPOCHS), 1, "qat_epochs"),
+        devices=_devices(_table(doc, "devices", path), path),
     )
+
+
+DEVICES_KEYS = {"file", "ssh_config", "runs", "warmup", "samples", "threads", "xnnpack"}
+
+
+def _devices(table: dict, path: Path) -> dict | None:
+    """[devices] file = "devices.toml" (beside the recipe), optional ssh_config, runs, warmup, samples, threads, xnnpack."""
+    if not table:
+        return None
+    unknown = set(table) - DEVICES_KEYS
+    if unknown:
+        raise UsageError(f"recipe {path}: unknown [devices] keys {sorted(unknown)}; known: {sorted(DEVICES_KEYS)}")
+    if "file" not in table:
+        raise UsageError(f"recipe {path}: [devices] needs file = \"devices.toml\" (docs/DEPLOY.md, Your devices)")
+    found = {"file": _beside(path, _text(table["file"], "[devices] file", path))}
+    if "ssh_config" in table:
+        found["ssh_config"] = _beside(path, _text(table["ssh_config"], "[devices] ssh_config", path))
+    for key, least in (("runs", 1), ("warmup", 0), ("samples", 0)):
+        if key in table:
+            found[key] = _in_recipe(path, _whole, table[key], least, key)
+    threads, xnnpack = table.get("threads", [1]), table.get("xnnpack", [True])
+    if not isinstance(threads, list) or not threads or \
+            not all(isinstance(t, int) and not isinstance(t, bool) and t >= 1 for t in threads):
+        raise UsageError(f"recipe {path}: [devices] threads must be a list of thread counts, e.g. [1, 4]")
+    if not isinstance(xnnpack, list) or not xnnpack or not all(isinstance(x, bool) for x in xnnpack):
+        raise UsageError(f"recipe {path}: [devices] xnnpack must be [true], [false] or [true, false]")
+    return found | {"threads": threads, "xnnpack": xnnpack}
 
 
 def _architecture(value, path: Path) -> str:

@@ -272,6 +272,42 @@ def test_full_disk_is_refused_before_copying(sshd, device_python, odd_bundle, tm
         subprocess.run(["umount", str(tiny)], check=True)
 
 
+def test_pipeline_devices_step_and_report(sshd, device_python, odd_bundle, tmp_path):
+    """A recipe's [devices]: the shipped bundle checked and each TFLite artifact timed per device; the report's
+    table names every device (a column each), its facts, and a latency plot by device and artifact."""
+    from edgedl.bench.render import pyplot
+    from edgedl.pipeline.devices import failures, figure, run_devices, section
+    from edgedl.recipe import load_recipe
+
+    other = tmp_path / "other_int8.tflite"
+    shutil.copyfile(ROOT / "edgedl" / "deploy" / "emulator" / "selfcheck_int8.tflite", other)
+    dirs = {name: _tmpdir(tmp_path, name) for name in ("one", "two")}
+    (tmp_path / "devices.toml").write_text("".join(f"""
+[[device]]
+label = "{name}"
+host = "good"
+python = "{device_python}"
+tmpdir = "{folder}"
+""" for name, folder in dirs.items()) + '[[device]]\nlabel = "offline"\nhost = "wrongkey"\n')
+    (tmp_path / "recipe.toml").write_text('[model]\narchitecture = "mlp"\n[devices]\nfile = "devices.toml"\n'
+                                          'ssh_config = "' + str(sshd.config) + '"\nruns = 10\nwarmup = 1\n')
+    settings = load_recipe(tmp_path / "recipe.toml").devices
+    assert settings["file"] == tmp_path / "devices.toml" and settings["threads"] == [1]
+    shipped = next(p.name for p in odd_bundle.glob("*.tflite"))
+    lines = []
+    summary = run_devices(settings, odd_bundle, shipped, [odd_bundle / shipped, other], tmp_path / "devices.json",
+                          lines.append)
+    result = json.loads((tmp_path / "devices.json").read_text())
+    assert summary == {"devices": 3, "passed": False} and set(result["timed"]) == {shipped, other.name}
+    assert [line for line in failures(result) if "offline" in line and "refused your SSH key" in line]
+    table = section(result)
+    assert "| artifact | one | two | offline |" in table and f"| {shipped} ★ |" in table
+    assert "x86_64" in table and "outputs vs x86: bit-identical" in table and "refused your SSH key" in table
+    fig = figure(pyplot(), {"tiny": result})
+    assert fig is not None and len(fig.axes[0].patches) == 4  # 2 artifacts × 2 reachable devices
+    assert all(_left(folder) == [] for folder in dirs.values())
+
+
 def _pypi_reachable() -> bool:
     import socket
 
