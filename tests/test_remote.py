@@ -102,6 +102,15 @@ def test_parse_target_and_devices_file(tmp_path):
             load_devices(path)
 
 
+def test_remote_options_refuse_local_only_settings(tmp_path, capsys):
+    code, out, err = run_cli(["bench", tmp_path, "--ssh", "pi@host", "--batch", "8"], capsys)
+    assert code == 2 and "--batch, --pin-cpu and --backend apply to a local benchmark" in err
+    code, out, err = run_cli(["device-check", tmp_path, "--ssh", "pi@host", "--profile", "rpi4"], capsys)
+    assert code == 2 and "--profile and --runtime choose emulated devices" in err
+    code, out, err = run_cli(["device-check", tmp_path, "--ssh", "pi@host;reboot"], capsys)
+    assert code == 2 and "--ssh expects USER@HOST[:PORT]" in err and "Traceback" not in err
+
+
 def test_throttle_flags():
     from edgedl.deploy.remote import throttle_flags
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..core.errors import EdgedlError, GateFailure, ParityFailure
+from ..core.errors import EdgedlError, GateFailure, ParityFailure, UsageError
 from ..data import DEFAULT_DATA, builtin_names
 from ..export.plan import CALIBRATION_METHODS, DEFAULT_OPSET, IO_TYPES, ONNX_QUANT_RECIPES, OPSET_RANGE
 from ..recipe import DEFAULT_QAT_EPOCHS, MAX_SEED
@@ -424,7 +424,10 @@ def bench(artifacts, threads, batch, warmup, runs, min_time, pin_cpu, backend, n
         from ..deploy.fleet import Job, artifact_bundle
 
         if len(artifacts) != 1:
-            raise EdgedlError("with --ssh/--devices, bench times one .tflite file or bundle folder at a time")
+            raise UsageError("with --ssh/--devices, bench times one .tflite file or bundle folder at a time")
+        if batch != "1" or pin_cpu or backend:
+            raise UsageError("--batch, --pin-cpu and --backend apply to a local benchmark, not to --ssh/--devices "
+                             "(the device runs the bundle's run.py: batch 1, LiteRT)")
         devices = _devices(ssh_targets, devices_file, remote_python, remote_tmpdir, remote_timeout)
         job = Job(bundle=Path(artifacts[0]), parity=False, runs=runs or 200, warmup=warmup, keep=keep,
                   setup=remote_setup,
@@ -615,6 +618,9 @@ def device_check(bundle, profiles, runtimes, samples, cache, json_out, ssh_targe
     if ssh_targets or devices_file:
         from ..deploy.fleet import Job
 
+        if profiles != "rpi4,rpi5" or runtimes != "litert,tflite-runtime":
+            raise UsageError("--profile and --runtime choose emulated devices; with --ssh/--devices the device's own "
+                             "runtime is used (ai-edge-litert, else tflite-runtime)")
         devices = _devices(ssh_targets, devices_file, remote_python, remote_tmpdir, remote_timeout)
         job = Job(bundle=Path(bundle), runs=runs, warmup=warmup, samples=samples, keep=keep, setup=remote_setup,
                   cache=Path(cache) if cache else None,
