@@ -281,6 +281,7 @@ def test_full_disk_is_refused_before_copying(sshd, device_python, odd_bundle, tm
         subprocess.run(["umount", str(tiny)], check=True)
 
 
+@pytest.mark.slow
 def test_pipeline_devices_step_and_report(sshd, device_python, odd_bundle, tmp_path):
     """A recipe's [devices]: the shipped bundle checked and each TFLite artifact timed per device; the report's
     table names every device (a column each), its facts, and a latency plot by device and artifact."""
