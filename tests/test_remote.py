@@ -318,6 +318,30 @@ tmpdir = "{folder}"
     assert all(_left(folder) == [] for folder in dirs.values())
 
 
+@pytest.mark.slow
+def test_pipeline_with_devices_end_to_end(sshd, device_python, tmp_path, capsys):
+    """edgedl pipeline on a recipe with [devices]: the report's "On your devices" section and plot."""
+    tmp = _tmpdir(tmp_path, "device-tmp")
+    (tmp_path / "devices.toml").write_text(f'[[device]]\nlabel = "loopback"\nhost = "good"\n'
+                                           f'python = "{device_python}"\ntmpdir = "{tmp}"\n')
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text('[model]\narchitecture = "mlp"\n[data]\nsource = "digits8x8"\n[train]\nepochs = 2\n'
+                      '[export]\ntargets = ["tflite:fp32", "tflite:fp16"]\n'
+                      '[gates]\nmin_agreement = 0.5\nmax_accuracy_drop = 0.5\n'
+                      f'[devices]\nfile = "devices.toml"\nssh_config = "{sshd.config}"\nruns = 10\nwarmup = 1\n')
+    out = tmp_path / "p"
+    args = ["pipeline", recipe, "--bench-time", "0.05", "--no-layers", "--no-rescue", "--out", out]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, stdout[-3000:] + err[-2000:]
+    report = (out / "report.md").read_text()
+    assert "### On your devices" in report and "| artifact | loopback |" in report
+    assert "outputs vs x86: bit-identical" in report and (out / "plots" / "devices.png").is_file()
+    result = json.loads((out / "tiny" / "devices.json").read_text())
+    assert set(result["timed"]) == {"tiny_fp32.tflite", "tiny_fp16.tflite"} and _left(tmp) == []
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0 and "devices   unchanged, skipped" in stdout  # cached like every step
+
+
 def _pypi_reachable() -> bool:
     import socket
 
