@@ -12,7 +12,7 @@ from pathlib import Path
 from .core.card import TASKS
 from .core.errors import UsageError
 from .core.files import read_toml
-from .core.settings import GATES, TOLERANCES, TRAIN, check_known, check_table
+from .core.settings import DEVICES, GATES, TOLERANCES, TRAIN, check_known, check_table
 from .data import DEFAULT_DATA
 
 DEFAULT_TARGETS = ["tflite:fp32", "tflite:fp16", "tflite:dynamic", "tflite:int8", "onnx:fp32", "onnx:int8"]
@@ -24,6 +24,7 @@ GATE_KEYS = set(GATES)
 DEFAULT_CALIBRATION_SAMPLES = 200
 DEFAULT_QAT_EPOCHS = 3  # quantization-aware fine-tuning: train --qat, finetune, the rescue ladder's qat rung
 RESCUE_RUNGS = ("calibration", "keep_float", "int16x8", "qat")
+DEVICES_KEYS = {"file", "ssh_config", "threads", "xnnpack", *DEVICES}
 # The tables of a recipe and the keys each may hold: anything else is a typo, refused before any work.
 RECIPE_KEYS = {
     "model": {"name", "architecture", "keras", "card"},
@@ -33,6 +34,7 @@ RECIPE_KEYS = {
     "gates": GATE_KEYS,
     "tolerances": set(TOLERANCES),
     "rescue": {"rungs", "qat_epochs"},
+    "devices": DEVICES_KEYS,
 }
 
 
@@ -94,6 +96,8 @@ class Recipe:
     # When an int8 artifact fails its gates, the pipeline tries these in order (pipeline/rescue.py)
     rescue: list[str] = field(default_factory=lambda: list(RESCUE_RUNGS))
     qat_epochs: int = DEFAULT_QAT_EPOCHS
+    # [devices]: the shipped bundle is checked, and every TFLite artifact timed, on these SSH devices
+    devices: dict | None = None
 
 
 def is_recipe(spec: str) -> bool:
@@ -143,7 +147,29 @@ def load_recipe(path: str | Path) -> Recipe:
         rescue=list(rungs),
         qat_epochs=_at_least_one(TRAIN["qat_epochs"].check(rescue.get("qat_epochs", DEFAULT_QAT_EPOCHS),
                                                           f"recipe {path} [rescue]"), f"recipe {path} [rescue]"),
+        devices=_devices(_table(doc, "devices", path), path),
     )
+
+
+
+
+def _devices(table: dict, path: Path) -> dict | None:
+    """[devices] file = "devices.toml" (beside the recipe), optional ssh_config, runs, warmup, samples, threads, xnnpack."""
+    if not table:
+        return None
+    if "file" not in table:
+        raise UsageError(f"recipe {path}: [devices] needs file = \"devices.toml\" (docs/DEPLOY.md, Your devices)")
+    found = {"file": _beside(path, _text(table["file"], "[devices] file", path))}
+    if "ssh_config" in table:
+        found["ssh_config"] = _beside(path, _text(table["ssh_config"], "[devices] ssh_config", path))
+    found |= check_table({k: v for k, v in table.items() if k in DEVICES}, DEVICES, f"recipe {path} [devices]")
+    threads, xnnpack = table.get("threads", [1]), table.get("xnnpack", [True])
+    if not isinstance(threads, list) or not threads or \
+            not all(isinstance(t, int) and not isinstance(t, bool) and t >= 1 for t in threads):
+        raise UsageError(f"recipe {path}: [devices] threads must be a list of thread counts, e.g. [1, 4]")
+    if not isinstance(xnnpack, list) or not xnnpack or not all(isinstance(x, bool) for x in xnnpack):
+        raise UsageError(f"recipe {path}: [devices] xnnpack must be [true], [false] or [true, false]")
+    return found | {"threads": threads, "xnnpack": xnnpack}
 
 
 def _architecture(value, path: Path) -> str:

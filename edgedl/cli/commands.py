@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..core.errors import EdgedlError, GateFailure, ParityFailure
+from ..core.errors import EdgedlError, GateFailure, ParityFailure, UsageError
 from ..core.settings import GATES, TOLERANCES, TRAIN
 from ..data import DEFAULT_DATA, builtin_names
 from ..export.plan import CALIBRATION_METHODS, DEFAULT_OPSET, IO_TYPES, ONNX_QUANT_RECIPES, OPSET_RANGE
@@ -316,9 +316,74 @@ def validate(model, artifacts, data, synthetic, samples, atol, min_agreement, ma
         click.echo(f"\nall {len(summary['artifacts'])} artifact(s) faithful; report: {summary['report_path']}")
 
 
+def remote_options(command):
+    """Options of the commands that can run on the user's own devices over SSH (edgedl.deploy.fleet)."""
+    options = [
+        click.option("--ssh", "ssh_targets", multiple=True, metavar="USER@HOST[:PORT]",
+                     help="Run on this Linux device over SSH (repeatable), with your own ssh config, keys and agent. "
+                          "Never asks for a password; never skips host-key checking."),
+        click.option("--devices", "devices_file", type=click.Path(dir_okay=False), default=None,
+                     help="A devices.toml fleet: [[device]] tables with host, user, port, label, python, tmpdir, "
+                          "timeout_s, runs, warmup, threads, xnnpack (docs/DEPLOY.md, Your devices)."),
+        click.option("--ssh-config", type=click.Path(dir_okay=False), default=None, envvar="EDGEDL_SSH_CONFIG",
+                     help="An ssh config file passed as ssh -F (env EDGEDL_SSH_CONFIG). [default: ~/.ssh/config]"),
+        click.option("--python", "remote_python", default=None,
+                     help="The device's Python, e.g. /home/pi/venv/bin/python. [default: python3]"),
+        click.option("--tmpdir", "remote_tmpdir", default=None,
+                     help="Folder on the device where edgedl's temporary folder is made. [default: $TMPDIR or /tmp]"),
+        click.option("--timeout", "remote_timeout", type=click.FloatRange(min=1), callback=finite, default=None,
+                     help="Seconds each step may take on the device. [default: 300]"),
+        click.option("--keep", is_flag=True, help="Leave the temporary folder on the device (its path is printed)."),
+        click.option("--setup", "remote_setup", is_flag=True,
+                     help="First make (or reuse) an edgedl-owned venv on each device, ~/.cache/edgedl/device-venv, "
+                          "and pip install the runtime there (ai-edge-litert + numpy; armv7: tflite-runtime 2.14 + "
+                          "numpy<2). The device needs its own access to PyPI."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _devices(ssh_targets, devices_file, remote_python, remote_tmpdir, remote_timeout):
+    from ..deploy.fleet import load_devices
+    from ..deploy.remote import parse_target
+
+    devices = load_devices(devices_file) if devices_file else []
+    devices += [parse_target(target) for target in ssh_targets]
+    for device in devices:
+        if remote_python and (device.python == "python3"):
+            device.python = remote_python
+        if remote_tmpdir and device.tmpdir is None:
+            device.tmpdir = remote_tmpdir
+        if remote_timeout:
+            device.timeout_s = remote_timeout
+    labels = [d.label for d in devices]
+    for device in devices:  # two --ssh to one host: tell them apart in the report
+        if labels.count(device.label) > 1:
+            device.label = device.target
+    return devices
+
+
+def _run_remote(bundle, devices, job, ssh_config, json_out) -> None:
+    from ..core.files import write_json
+    from ..deploy.fleet import remote_check, side_by_side, summary_lines
+
+    report = remote_check(bundle, devices, job, ssh_config=ssh_config, say=click.echo)
+    click.echo("")
+    for line in side_by_side(report) + [""] + summary_lines(report):
+        click.echo(line)
+    if json_out:
+        write_json(json_out, report)
+    failed = [d for d in report["devices"] if not d["passed"]]
+    if failed:
+        raise EdgedlError(f"{len(failed)} of {len(report['devices'])} device(s) failed: "
+                          + "; ".join(f"{d['label']}: {d.get('error', 'a measurement failed')}" for d in failed))
+
+
 @cli.command()
 @click.argument("artifacts", nargs=-1, required=True)
-@click.option("--threads", default="1", show_default=True, help="Comma-separated thread counts, e.g. 1,2,4.")
+@click.option("--threads", default=None,
+              help="Comma-separated thread counts, e.g. 1,2,4. [default: 1; with --ssh: 1..cores of each device]")
 @click.option("--batch", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,8.")
 @click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True, help="Untimed runs first.")
 @click.option("--runs", type=click.IntRange(min=1), default=None, help="Timed runs (instead of --min-time).")
@@ -334,15 +399,54 @@ def validate(model, artifacts, data, synthetic, samples, atol, min_agreement, ma
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
               help="Write PNG plots with this name stem (…_latency.png, …_tradeoff.png).")
 @click.option("--force", is_flag=True, help="Replace existing --json/--csv/--plot files that edgedl did not write.")
+@remote_options
 def bench(artifacts, threads, batch, warmup, runs, min_time, pin_cpu, backend, no_xnnpack, json_out, csv_out,
-          plot_out, force):
+          plot_out, force, ssh_targets, devices_file, ssh_config, remote_python, remote_tmpdir, remote_timeout, keep,
+          remote_setup):
     """Benchmark .tflite/.onnx ARTIFACTS (files or folders; a .keras file is the baseline).
 
     Each measurement runs in a fresh process that imports only its runtime: init (import +
     load + allocate), first inference, steady-state min/p50/p90/p99/mean/std, throughput, peak
     RSS and its growth over the bare process. Defaults are what a phone or Pi app does: batch 1,
     one thread.
+
+    With --ssh or --devices, one .tflite ARTIFACT or bundle folder is timed on your own Linux
+    devices instead: copied into one temporary folder on each, then fresh `run.py --bench` processes
+    measure cold start (process start to first prediction), p50/p90/p99 after warm-up, and peak
+    RSS, for threads 1..cores with XNNPACK on and off (--no-xnnpack: off only). Device facts and
+    temperature/throttling before and after each run are recorded; a run that throttled or whose
+    CPU frequency changed is flagged. The folder is removed afterwards, also on errors and Ctrl-C.
+
+    \b
+    Examples:
+      edgedl bench runs/cnn/exports/cnn_int8.tflite --threads 1,2
+      edgedl bench bundles/cnn_int8 --ssh pi@raspberrypi.local
+      edgedl bench bundles/cnn_int8 --devices devices.toml --json bench.json
     """
+    _check_bench_outputs(artifacts, json_out, csv_out, plot_out, force)
+    if ssh_targets or devices_file:
+        import tempfile
+
+        from ..deploy.fleet import Job, artifact_bundle
+
+        if len(artifacts) != 1:
+            raise UsageError("with --ssh/--devices, bench times one .tflite file or bundle folder at a time")
+        if batch != "1" or pin_cpu or backend:
+            raise UsageError("--batch, --pin-cpu and --backend apply to a local benchmark, not to --ssh/--devices "
+                             "(the device runs the bundle's run.py: batch 1, LiteRT)")
+        devices = _devices(ssh_targets, devices_file, remote_python, remote_tmpdir, remote_timeout)
+        job = Job(bundle=Path(artifacts[0]), parity=False, runs=runs or 200, warmup=warmup, keep=keep,
+                  setup=remote_setup,
+                  threads=int_list(threads, "--threads", minimum=1) or None if threads else None,
+                  xnnpack=(False,) if no_xnnpack else (True, False))
+        if Path(artifacts[0]).is_dir():
+            _run_remote(job.bundle, devices, job, ssh_config, json_out)
+            return
+        with tempfile.TemporaryDirectory(prefix="edgedl-bench-") as tmp:
+            job.bundle = artifact_bundle(artifacts[0], Path(tmp) / Path(artifacts[0]).stem)
+            _run_remote(job.bundle, devices, job, ssh_config, json_out)
+        return
+    threads = threads or "1"
     from rich.console import Console
 
     from ..bench.render import comparison_lines, plot, render_table, to_csv
@@ -353,7 +457,6 @@ def bench(artifacts, threads, batch, warmup, runs, min_time, pin_cpu, backend, n
     options = BenchOptions(threads=int_list(threads, "--threads"), batches=int_list(batch, "--batch", minimum=1),
                            warmup=warmup, runs=runs, min_time=min_time, pin_cpu=int_list(pin_cpu, "--pin-cpu") or None,
                            backend=backend, xnnpack=not no_xnnpack)
-    _check_bench_outputs(artifacts, json_out, csv_out, plot_out, force)
     result = run_bench(list(artifacts), options, say=lambda m: click.echo(m, err=True))
     Console(width=160).print(render_table(result))
     for line in comparison_lines(result):
@@ -501,16 +604,54 @@ def pipeline(recipes, out, force, epochs, max_accuracy_drop, min_agreement, max_
 @click.option("--cache", type=click.Path(file_okay=False), default=None,
               help="Where the emulated userland is kept. [default: ~/.cache/edgedl/rpi-emulated]")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
-def device_check(bundle, profiles, runtimes, samples, cache, json_out):
-    """Run BUNDLE on an emulated Raspberry Pi (aarch64, qemu-user) and compare with x86.
+@remote_options
+@click.option("--runs", type=click.IntRange(min=1), default=200, show_default=True,
+              help="With --ssh/--devices: timed runs per measurement.")
+@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True,
+              help="With --ssh/--devices: untimed runs before each measurement.")
+@click.option("--threads", default=None, help="With --ssh/--devices: thread counts, e.g. 1,4. [default: 1..cores]")
+@click.option("--xnnpack", type=click.Choice(["both", "on", "off"]), default="both", show_default=True,
+              help="With --ssh/--devices: time with the XNNPACK delegate on, off, or both.")
+def device_check(bundle, profiles, runtimes, samples, cache, json_out, ssh_targets, devices_file, ssh_config,
+                 remote_python, remote_tmpdir, remote_timeout, keep, remote_setup, runs, warmup, threads, xnnpack):
+    """Run BUNDLE on an emulated Raspberry Pi (aarch64, qemu-user), or on your own devices over SSH.
 
-    Sets up (once, cached) a Raspberry Pi OS 64-bit userland from Debian's arm64 packages and
-    PyPI's aarch64 wheels, pins the emulated CPU to the Pi's chip, proves the emulator on a known
-    int8 model, then runs the bundle's run.py --self-test and its outputs on the golden vectors
-    and held-out samples. Needs root (or sudo) once, to apt-get install qemu-user-static.
+    Emulated (default): sets up (once, cached) a Raspberry Pi OS 64-bit userland from Debian's
+    arm64 packages and PyPI's aarch64 wheels, pins the emulated CPU to the Pi's chip, proves the
+    emulator on a known int8 model, then runs the bundle's run.py --self-test and its outputs on
+    the golden vectors and held-out samples. Needs root (or sudo) once, to apt-get install
+    qemu-user-static.
+
+    With --ssh USER@HOST[:PORT] or --devices devices.toml: a preflight on each device (Python,
+    numpy, ai-edge-litert or tflite-runtime, arch, free disk; the pip install that fixes what is
+    missing), then the bundle is copied into one mktemp folder there; run.py --self-test, outputs on
+    the golden and held-out inputs compared with the same runtime on x86, and timed runs (see
+    `edgedl bench --help`) with device facts. Devices run concurrently; one that fails is reported
+    and the others go on. The folder is removed afterwards, also on errors and Ctrl-C (--keep).
+
+    \b
+    Examples:
+      edgedl device-check bundles/cnn_int8
+      edgedl device-check bundles/cnn_int8 --ssh pi@raspberrypi.local --python /home/pi/venv/bin/python
+      edgedl device-check bundles/cnn_int8 --devices devices.toml --json devices.json
     """
     from ..core.files import write_json
     from ..deploy.device_check import device_check as run_check
+
+    if ssh_targets or devices_file:
+        from ..deploy.fleet import Job
+
+        if profiles != "rpi4,rpi5" or runtimes != "litert,tflite-runtime":
+            raise UsageError("--profile and --runtime choose emulated devices; with --ssh/--devices the device's own "
+                             "runtime is used (ai-edge-litert, else tflite-runtime)")
+        devices = _devices(ssh_targets, devices_file, remote_python, remote_tmpdir, remote_timeout)
+        job = Job(bundle=Path(bundle), runs=runs, warmup=warmup, samples=samples, keep=keep, setup=remote_setup,
+                  cache=Path(cache) if cache else None,
+                  threads=int_list(threads, "--threads", minimum=1) or None if threads else None,
+                  xnnpack={"both": (True, False), "on": (True,), "off": (False,)}[xnnpack])
+        _run_remote(bundle, devices, job, ssh_config, json_out)
+        click.echo(f"all {len(devices)} device(s) pass")
+        return
 
     report = run_check(bundle, profiles=csv_list(profiles), runtimes=csv_list(runtimes), samples=samples, cache=cache,
                        say=click.echo)

@@ -57,3 +57,7 @@ class ParityFailure(EdgedlError):
 
 class GateFailure(EdgedlError):
     """A pipeline gate (accuracy, latency, size) failed."""
+
+
+class DeviceError(EdgedlError):
+    """A device reached over SSH cannot be used: unreachable, refused our key or host key, lacks a runtime, hung."""

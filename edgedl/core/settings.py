@@ -106,6 +106,14 @@ TOLERANCES = {s.name: s for s in (
 )}
 
 
+# A recipe's [devices] table (deploy/fleet.py): how each device measures.
+DEVICES = {s.name: s for s in (
+    _int("runs", "Timed runs per measurement on each device.", 1, 1_000_000),
+    _int("warmup", "Untimed runs first, on each device.", 0, 1_000_000),
+    _int("samples", "Held-out samples compared with x86 on each device.", 0, 1_000_000),
+)}
+
+
 def closest(name: str, known) -> str:
     """' (did you mean X?)' for a mistyped name, or ''."""
     match = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)

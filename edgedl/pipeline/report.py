@@ -158,6 +158,10 @@ def markdown(summary: dict, plots: dict) -> str:
                       "until one passed (keep_float: the fewest layers in float; int16x8: 16-bit activations; "
                       "qat: quantization-aware fine-tuning, validated against the fine-tuned model).",
                       _rescue_section(recipe)]
+        if recipe.get("devices"):
+            from .devices import section
+
+            parts += ["### On your devices", section(recipe["devices"])]
         failed = [g for g in recipe["gates"] if not g["passed"]]
         parts.append("### Gates\n" + ("\n".join(f"- ✗ {g['gate']}: {g['detail']}" for g in failed)
                                        or f"- ✓ all {len(recipe['gates'])} gate checks pass"))
@@ -202,7 +206,7 @@ def _plots(out: Path, summary: dict) -> dict:
     folder = out / PLOTS
     folder.mkdir(parents=True, exist_ok=True)
     made = {}
-    for name, draw in (("tradeoff", _tradeoff), ("latency", _latency), ("training", _training)):
+    for name, draw in (("tradeoff", _tradeoff), ("latency", _latency), ("training", _training), ("devices", _devices)):
         fig = draw(plt, summary)
         if fig is not None:
             made[name] = save_figure(plt, fig, folder / f"{name}.png", dpi=100)
@@ -253,6 +257,12 @@ def _latency(plt, summary):
                 if r.get("latencies_us")]
     return latency_figure(plt, [r["latencies_us"] for r in measured], [r["artifact"] for r in measured],
                           title="Latency distributions")
+
+
+def _devices(plt, summary):
+    from .devices import figure
+
+    return figure(plt, {r["name"]: r["devices"] for r in summary["recipes"] if r.get("devices")})
 
 
 def _training(plt, summary):

@@ -26,7 +26,7 @@ from .rescue import failing_int8, ladder, rescue_rows, rescued
 
 DEFAULT_OUT = Path("runs") / "pipeline"
 DEFAULT_RECIPES = ("mlp", "cnn", "lstm")
-STEPS = ("train", "export", "validate", "rescue", "bench", "mcu", "bundle")
+STEPS = ("train", "export", "validate", "rescue", "bench", "mcu", "bundle", "devices")
 
 
 @dataclass
@@ -196,6 +196,8 @@ def _run_recipe(recipe: Recipe, options: PipelineOptions, say) -> dict:
                   [str(bundle_dir / MANIFEST), str(bundle_dir / ship)])
         except EdgedlError as exc:
             errors.append(f"bundle: {exc.one_line()}")
+    devices = _devices_step(recipe, cache, timings, folder, bundle_dir, ship, artifacts, artifact_hashes, versions,
+                            errors, say)
     gates = {**recipe.gates, **{k: v for k, v in options.gates.items() if v is not None}}
     gate_results = judge_gates(gates, validation, bench, rescued(rescue or {}))
     failed_gates = [g for g in gate_results if not g["passed"]]
@@ -207,11 +209,33 @@ def _run_recipe(recipe: Recipe, options: PipelineOptions, say) -> dict:
         "recipe": str(recipe.path), "run_dir": str(run_dir), "training": run["training"], "metrics": run["metrics"],
         "dataset": run["dataset"], "validation": validation, "bench": bench, "gates": gate_results, "mcu": mcu,
         "ship": ship, "bundle": str(bundle_dir) if ship else None, "timings": timings, "errors": errors,
-        "rescue": rescue,
+        "rescue": rescue, "devices": devices,
         "passed": bool(validation and (validation.get("passed") or _all_rescued(validation, rescue)))
         and not failed_gates and not errors,
         "history": read_json(run_dir / HISTORY_FILE, "training history"),
     }
+
+
+def _devices_step(recipe, cache, timings, folder, bundle_dir, ship, artifacts, hashes, versions, errors, say):
+    """The recipe's [devices] fleet (pipeline/devices.py): None without one, or when no bundle was made."""
+    if not recipe.devices or not ship or not (bundle_dir / MANIFEST).is_file():
+        return None
+    from .devices import failures, run_devices
+
+    settings = recipe.devices
+    key = step_key("devices", {p.name: hashes.get(p.name) for p in artifacts}, ship, digest_of(settings["file"]),
+                   digest_of(settings.get("ssh_config")) if settings.get("ssh_config") else None,
+                   {k: str(v) for k, v in settings.items()}, versions, __version__)
+    try:
+        _step(cache, "devices", key, timings, say,
+              lambda: run_devices(settings, bundle_dir, ship, artifacts, folder / "devices.json", say),
+              [str(folder / "devices.json")])
+    except EdgedlError as exc:  # e.g. a devices.toml with a wrong key: this recipe's error, not the run's end
+        errors.append(f"devices: {exc.one_line()}")
+        return None
+    result = read_json(folder / "devices.json", "device results")
+    errors.extend(failures(result))
+    return result
 
 
 def _rescue_step(recipe, options, cache, timings, folder, run_dir, validation, hashes, validate_key, tolerances,

@@ -7,6 +7,7 @@
     python run.py a=x.npy b=y.npy    a model with several inputs: one array per input name
     python run.py -                  read a .npy array from standard input
     python run.py --bench            quick latency figure on this device
+    python run.py --bench --json     one JSON line: cold start, p50/p90/p99, peak RSS (edgedl bench --ssh)
 
 Interpreter order: ai-edge-litert, then tflite-runtime (32-bit Pi OS; needs numpy < 2 and cannot
 read dynamic-range models from TF >= 2.21), then tf.lite. Quantized inputs and outputs are
@@ -130,8 +131,13 @@ _TYPED = (
 )
 
 
+OPTIONAL = ("preprocessing", "labels", "golden")  # checked when present (a minimal bundle has none)
+
+
 def check_manifest(manifest: dict) -> None:
     for key, valid, meaning in _TYPED:
+        if key.split(".")[0] in OPTIONAL and key.split(".")[0] not in manifest:
+            continue
         try:
             good = bool(valid(manifest))
         except (KeyError, TypeError, IndexError):
@@ -153,14 +159,15 @@ def contract_sha256(manifest: dict) -> str:
 
 
 class Model:
-    def __init__(self, bundle: Path, threads: int = 1):
+    def __init__(self, bundle: Path, threads: int = 1, xnnpack: bool = True):
         self.manifest = read_manifest(bundle)
         self.path = bundle / Path(self.manifest["model"]["file"]).name
         self.sha256_ok = check_sha256(self.path, self.manifest["model"]["sha256"])  # on every load
         interpreter_class, self.library = load_interpreter_class()
         try:
             with quiet_stderr():  # LiteRT prints an INFO banner when it applies XNNPACK
-                self.interpreter = interpreter_class(model_path=str(self.path), num_threads=threads)
+                self.interpreter = interpreter_class(model_path=str(self.path), num_threads=threads,
+                                                     **_delegates(interpreter_class, xnnpack))
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise BundleError(f"{self.library} cannot load {self.path.name}: {' '.join(str(exc).split())[:200]}") \
@@ -171,6 +178,7 @@ class Model:
         self.outputs = _match(self.manifest["outputs"], self.interpreter.get_output_details())
         self.stateful = self.manifest["runtime"]["reset_variables_before_invoke"]
         self.labels = self.manifest.get("labels", [])
+        self.threads, self.xnnpack = threads, xnnpack
 
     def _quantize(self, x, detail):
         scale, zero_point = detail["quantization"]
@@ -198,6 +206,17 @@ class Model:
 
     def predict(self, samples: list[np.ndarray]) -> list[np.ndarray]:
         return [self._dequantize(y, d)[0] for y, d in zip(self.raw(samples), self.outputs, strict=True)]
+
+
+def _delegates(interpreter_class, xnnpack: bool) -> dict:
+    """Interpreter options that turn the default XNNPACK delegate off (LiteRT and tflite-runtime)."""
+    if xnnpack:
+        return {}
+    module = sys.modules[interpreter_class.__module__]
+    resolver = getattr(module, "OpResolverType", None)
+    if resolver is None:
+        raise BundleError(f"{interpreter_class.__module__} cannot turn XNNPACK off")
+    return {"experimental_op_resolver_type": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
 
 
 def _match(specs: list[dict], details: list[dict]) -> list[dict]:
@@ -384,6 +403,16 @@ def check_contract(manifest: dict, golden: dict) -> bool:
     return True
 
 
+def bench_sample(manifest: dict) -> list[np.ndarray]:
+    """The first golden input of each model input: what --bench times (outputs are not needed)."""
+    path = HERE / Path(str(manifest.get("golden", {}).get("file", "golden.npz"))).name
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return [archive[f"input_{i}"][0] for i in range(len(manifest["inputs"]))]
+    except (OSError, ValueError, KeyError, EOFError, IndexError) as exc:
+        raise BundleError(f"{path.name} is missing or holds no inputs to time: {exc}") from exc
+
+
 def self_test(model: Model) -> bool:
     manifest = model.manifest
     golden = load_golden(manifest)
@@ -409,9 +438,24 @@ def self_test(model: Model) -> bool:
     return ok and contract_ok
 
 
-def bench(model: Model, runs: int) -> None:
-    sample = [x[0] for x in load_golden(model.manifest)["inputs"]]
-    for _ in range(10):
+def _peak_rss_kb() -> int:
+    """This process image's peak resident memory (VmHWM; 0 where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def bench(model: Model, runs: int, warmup: int = 10, as_json: bool = False, first_s: float | None = None) -> None:
+    """Steady-state latency of one sample (the first golden vector); ``first_s``: process start to first prediction."""
+    sample = bench_sample(model.manifest)
+    if first_s is None:
+        model.raw(sample)
+    for _ in range(warmup):
         model.raw(sample)
     times = []
     for _ in range(runs):
@@ -419,8 +463,33 @@ def bench(model: Model, runs: int) -> None:
         model.raw(sample)
         times.append(time.perf_counter() - start)
     times_us = np.asarray(times) * 1e6
+    if as_json:
+        print(json.dumps({"kind": "bench", "library": model.library, "version": _library_version(model.library),
+                          "numpy": np.__version__, "threads": model.threads, "xnnpack": model.xnnpack,
+                          "cold_start_ms": None if first_s is None else round(first_s * 1e3, 3),
+                          "warmup": warmup, "runs": runs, "p50_us": round(float(np.median(times_us)), 2),
+                          "p90_us": round(float(np.percentile(times_us, 90)), 2),
+                          "p99_us": round(float(np.percentile(times_us, 99)), 2),
+                          "min_us": round(float(times_us.min()), 2), "mean_us": round(float(times_us.mean()), 2),
+                          "peak_rss_kb": _peak_rss_kb()}))
+        return
     print(f"{runs} runs with {model.library}: p50 {np.median(times_us):.1f} µs, "
           f"p90 {np.percentile(times_us, 90):.1f} µs, min {times_us.min():.1f} µs")
+
+
+def _library_version(library: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version({"tf.lite": "tensorflow"}.get(library, library))
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _cold_start_s() -> float | None:
+    """Seconds since the launcher stamped EDGEDL_T0_NS (wall clock, ns) just before starting this process."""
+    stamp = os.environ.get("EDGEDL_T0_NS", "")
+    return (time.time_ns() - int(stamp)) / 1e9 if stamp.isdigit() else None
 
 
 def _positive(text: str) -> int:
@@ -440,7 +509,9 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=_positive, default=500)
     parser.add_argument("--top-k", type=_positive, default=3)
     parser.add_argument("--threads", type=_positive, default=1)
-    parser.add_argument("--json", action="store_true", help="print predictions as JSON")
+    parser.add_argument("--no-xnnpack", action="store_true", help="run without the default XNNPACK delegate")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed runs before --bench times")
+    parser.add_argument("--json", action="store_true", help="print predictions (or the --bench figures) as JSON")
     args = parser.parse_args(argv)
     if not (args.self_test or args.bench or args.inputs):
         parser.print_help()
@@ -455,8 +526,12 @@ def main(argv=None) -> int:
 def _run(args) -> int:
     manifest = read_manifest(HERE)
     samples = read_inputs(args.inputs, manifest) if args.inputs else []  # bad input fails before the model loads
-    model = Model(HERE, threads=args.threads)  # checks the model's sha256 before the interpreter loads it
+    model = Model(HERE, threads=args.threads, xnnpack=not args.no_xnnpack)  # checks sha256 before loading
     status = 0
+    if args.bench and args.json and not args.self_test:  # the timed figure first: cold start ends here
+        model.raw(bench_sample(manifest))
+        bench(model, args.runs, max(args.warmup, 0), as_json=True, first_s=_cold_start_s())
+        return status
     if args.self_test:
         print(f"✓ sha256 {model.sha256_ok[:16]}… matches the manifest")
         status = 0 if self_test(model) else 1
