@@ -260,3 +260,9 @@ def test_a_small_keras_file_declaring_a_huge_layer_is_refused_in_a_bounded_child
     monkeypatch.setenv("EDGEDL_MEMORY_LIMIT_MB", "2048")
     with pytest.raises(ModelError, match="huge.keras"):
         load_keras_model(tmp_path / "huge.keras")
+
+
+def test_a_regression_card_on_a_classifier_is_one_line(tiny_runs, tiny_exports, capsys):
+    code, _, err = run_cli(["validate", tiny_runs["mlp"], tiny_exports["mlp"] / "mlp_fp32.tflite", "--task",
+                            "regression", "--samples", "20"], capsys)
+    assert code == 1 and "regression targets hold 1" in err and "internal error" not in err

@@ -179,12 +179,24 @@ def _reference(subject: Subject, options, say) -> Reference:
              for name, out, activation in zip(names, outputs, facts["output_activations"], strict=True)]
     subject.check_outputs([(name, kind, int(out.shape[-1]) if kind == "classification" else None)
                            for name, kind, out in zip(names, kinds, outputs, strict=True)])
+    _check_targets(names, kinds, outputs, inputs.labels)
     result = RunResult(source=str(subject.model_path), backend="keras", outputs=outputs, output_names=names,
                        inputs_sha256=inputs_sha256(inputs.as_list),
                        info={"inputs": specs, "architecture": subject.architecture, "kinds": kinds},
                        seconds=time.perf_counter() - started)
     say(f"reference: {subject.model_path} on {inputs.count} samples of {inputs.evidence}")
     return Reference(result, inputs, subject.architecture, kinds, subject.labels)
+
+
+def _check_targets(names, kinds, outputs, labels: dict) -> None:
+    """Regression targets hold as many values per sample as the output they score."""
+    for name, kind, out in zip(names, kinds, outputs, strict=True):
+        y = labels.get(name)
+        if kind == "regression" and y is not None and y.size != out.size:
+            per_sample = out.size // max(len(out), 1)
+            raise DataError(f"output {name!r} gives {per_sample} value(s) per sample but its regression targets hold "
+                            f"{y.size // max(len(y), 1)}", hint="is it a classifier? drop --task regression, or pass "
+                                                                 "one target per output value")
 
 
 def _saved_reference(subject: Subject, options, say) -> Reference:
