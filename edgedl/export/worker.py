@@ -117,10 +117,12 @@ def _litert_score(model, calibration: list[np.ndarray]):
     from ..runners.keras import KerasRunner
 
     reference = KerasRunner(model).infer(calibration)[0]
+    # by name: a TFLite file may order its inputs differently from the Keras model
+    named = dict(zip(input_names(model), calibration, strict=True))
 
     def score(blob: bytes) -> dict:
         with isolated_bytes(blob, ".tflite", "litert") as runner:
-            return faithfulness(reference, runner.infer(calibration)[0], blob)
+            return faithfulness(reference, runner.infer(named)[0], blob)
 
     return score
 
