@@ -127,3 +127,13 @@ def test_the_prebuilt_tiny_models_are_up_to_date():
     import make_test_models
 
     assert make_test_models.is_fresh(), "tests/models/tiny is stale: run python tools/make_test_models.py"
+
+
+def test_inputs_are_described_by_their_shape_unless_they_came_as_pixels():
+    from edgedl.deploy.bundle import describe_input
+
+    mfcc = {"shape": [None, 49, 10, 1], "dtype": "float32"}
+    assert "49×10×1 features" in describe_input(mfcc, None)["description"]
+    assert "image" not in describe_input(mfcc, None)["description"]
+    pixels = describe_input({"shape": [None, 28, 28, 1], "dtype": "float32"}, "image", pixels=True)
+    assert "a 28×28 image with 1 channel(s)" in pixels["description"]

@@ -257,9 +257,11 @@ def _golden(staging: Path, artifact: Path, parity: dict, precision: str) -> dict
             "outputs": [s.name for s in specs_out]}
 
 
-def describe_input(spec: dict, kind: str | None, sample_shape: list | None = None) -> dict:
+def describe_input(spec: dict, kind: str | None, sample_shape: list | None = None, pixels: bool = False) -> dict:
     """What one sample of an input is, in words an app developer can use: read from the input's own
-    shape and dtype, and from the data it was trained on (an image fed to an MLP is flattened)."""
+    shape and dtype, and from the data it was trained on (an image fed to an MLP is flattened). Only
+    data that came as pixels (uint8) is called an image; other H×W×C inputs (MFCCs, spectrograms) are
+    described by their shape."""
     shape = list(spec["shape"][1:])
     dtype = spec["dtype"]
     if kind is None:
@@ -270,7 +272,8 @@ def describe_input(spec: dict, kind: str | None, sample_shape: list | None = Non
     if kind == "tokens":
         words = f"{shape[0] if shape else 1} integer token ids ({dtype})"
     elif kind == "image" and len(image) == 3:
-        picture = f"a {image[0]}×{image[1]} image with {image[2]} channel(s)"
+        picture = (f"a {image[0]}×{image[1]} image with {image[2]} channel(s)" if pixels else
+                   f"{image[0]}×{image[1]}×{image[2]} features")
         words = (f"{picture}, height × width × channels (NHWC)" if len(shape) == 3 else
                  f"{picture}, read as {shape[0]} timesteps (rows) × {shape[1]} features" if len(shape) == 2 else
                  f"{picture}, flattened to {values} values")
@@ -290,7 +293,8 @@ def _manifest(artifact: Path, facts: dict, origin: Subject, labels, golden, pari
     sample_kind = dataset.get("sample_kind") or ("image" if len(dataset.get("sample_shape") or []) == 3 else None)
     single = len(facts["inputs"]) == 1
     inputs = [dict(spec, **describe_input(spec, sample_kind if single else None,
-                                          dataset.get("sample_shape") if single else None))
+                                          dataset.get("sample_shape") if single else None,
+                                          pixels=(dataset.get("dtype") or parity.get("data_dtype")) == "uint8"))
               for spec in facts["inputs"]]
     floats = [spec["name"] for spec in inputs if spec["kind"] != "tokens"]
     sample_shape = dataset.get("sample_shape") or facts["inputs"][0]["shape"][1:]

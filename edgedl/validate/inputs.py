@@ -25,6 +25,7 @@ class Inputs:
     labels: dict[str, np.ndarray]  # output name → labels, for the outputs that have them
     evidence: str
     preprocessing: dict | None = None  # what was decided for raw data (None: already model inputs)
+    raw_dtype: str | None = None  # the dtype the user's data came in (uint8: pixels)
 
     @property
     def count(self) -> int:
@@ -47,7 +48,7 @@ def gather_inputs(subject, specs: list, outputs: list[str], options, facts: dict
             inputs = Inputs(raw, labels, "held-out real data")
         else:
             arrays, decision = subject.to_model(raw, specs, facts, "validation", say)
-            inputs = Inputs(arrays, labels, "user data", decision)
+            inputs = Inputs(arrays, labels, "user data", decision, str(next(iter(raw.values())).dtype))
     else:
         if len(specs) != 1:
             raise DataError(f"the model takes {len(specs)} inputs ({', '.join(s.name for s in specs)}); "
@@ -73,7 +74,7 @@ def _finish(inputs: Inputs, specs: list, options) -> Inputs:
         raise DataError(f"no samples to validate on ({inputs.evidence})", hint="pass --data with at least one sample")
     fitted = {spec.name: data_lib.fit_to_input(arrays[spec.name], tuple(spec.shape[1:]), f"validation {spec.name}",
                                                dtype=spec.dtype) for spec in specs}
-    return Inputs(fitted, labels, inputs.evidence, inputs.preprocessing)
+    return Inputs(fitted, labels, inputs.evidence, inputs.preprocessing, inputs.raw_dtype)
 
 
 def _synthetic(subject, specs, options) -> np.ndarray:

@@ -379,6 +379,7 @@ def _summary(model_path, reference: Reference, reports: list[dict], options) -> 
         "samples": reference.inputs.count,
         "evidence": reference.inputs.evidence,
         "preprocessing": reference.inputs.preprocessing,
+        "data_dtype": reference.inputs.raw_dtype,
         "outputs": [{"name": n, "kind": k, "classes": int(o.shape[-1]) if k == "classification" else None}
                     for n, k, o in zip(reference.result.output_names, reference.kinds, reference.result.outputs,
                                        strict=True)],
