@@ -135,7 +135,7 @@ def load_recipe(path: str | Path) -> Recipe:
         card=_beside(path, _text(model["card"], "[model] card", path)) if "card" in model else None,
         task=task,
         tolerances=check_table(_table(doc, "tolerances", path), TOLERANCES, f"recipe {path} [tolerances]"),
-        data=_text(data.get("source", DEFAULT_DATA), "[data] source", path),
+        data=_data_source(_text(data.get("source", DEFAULT_DATA), "[data] source", path), path),
         seed=TRAIN["seed"].check(data.get("seed", 0), f"recipe {path} [data]"),
         train=train,
         targets=list(targets),
@@ -170,6 +170,14 @@ def _devices(table: dict, path: Path) -> dict | None:
     if not isinstance(xnnpack, list) or not xnnpack or not all(isinstance(x, bool) for x in xnnpack):
         raise UsageError(f"recipe {path}: [devices] xnnpack must be [true], [false] or [true, false]")
     return found | {"threads": threads, "xnnpack": xnnpack}
+
+
+def _data_source(source: str, path: Path) -> str:
+    """A built-in name stays a name; a relative file or folder is found beside the recipe, like its architecture."""
+    beside = path.parent / source
+    if Path(source).is_absolute() or not beside.exists():
+        return source
+    return str(beside)
 
 
 def _architecture(value, path: Path) -> str:

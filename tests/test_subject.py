@@ -137,3 +137,15 @@ def test_inputs_are_described_by_their_shape_unless_they_came_as_pixels():
     assert "image" not in describe_input(mfcc, None)["description"]
     pixels = describe_input({"shape": [None, 28, 28, 1], "dtype": "float32"}, "image", pixels=True)
     assert "a 28×28 image with 1 channel(s)" in pixels["description"]
+
+
+def test_a_recipes_data_source_is_found_beside_the_recipe(tmp_path, monkeypatch):
+    from edgedl.recipe import load_recipe
+
+    (tmp_path / "sub").mkdir()
+    np.savez(tmp_path / "sub" / "mine.npz", x_train=np.zeros((4, 2)), y_train=np.arange(4))
+    (tmp_path / "sub" / "r.toml").write_text('[model]\narchitecture = "mlp"\n[data]\nsource = "mine.npz"\n')
+    monkeypatch.chdir(tmp_path)
+    assert load_recipe(tmp_path / "sub" / "r.toml").data == str(tmp_path / "sub" / "mine.npz")
+    (tmp_path / "sub" / "b.toml").write_text('[model]\narchitecture = "mlp"\n[data]\nsource = "digits"\n')
+    assert load_recipe(tmp_path / "sub" / "b.toml").data == "digits"
