@@ -281,3 +281,15 @@ def test_export_targets():
     assert [t.label for t in parse_targets(["tflite:int8", "onnx"])] == ["tflite int8", "onnx fp32"]
     with pytest.raises(UsageError, match="target 'onnx:fp16'"):
         parse_targets(["onnx:fp16"])
+
+
+def test_an_artifact_larger_than_its_fp32_says_so_and_why():
+    from edgedl.export.run import size_notes
+
+    records = [{"file": "m_fp32.onnx", "format": "onnx", "precision": "fp32", "size": 1000},
+               {"file": "m_int8.onnx", "format": "onnx", "precision": "int8", "size": 1400},
+               {"file": "m_fp16.tflite", "format": "tflite", "precision": "fp16", "size": 900},
+               {"file": "m_fp32.tflite", "format": "tflite", "precision": "fp32", "size": 800}]
+    notes = size_notes(records)
+    assert len(notes) == 2 and "m_int8.onnx (1,400 B) is not smaller" in notes[0] and "QuantizeLinear" in notes[0]
+    assert "m_fp16.tflite" in notes[1] and "DEQUANTIZE" in notes[1]

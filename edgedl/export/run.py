@@ -52,6 +52,8 @@ def export(source: str | Path, targets: list[Target], out: str | Path | None = N
             + (f" ({', '.join(done)})" if done else "; nothing was written"))
         raise
     _finish(out_dir, records, new)
+    for note in size_notes(records):
+        say(f"note: {note}")
     failed = [r for r in records if "error" in r]
     if failed:
         raise ExportError("; ".join(f"{r['target']}: {r['error']}" for r in failed))
@@ -118,7 +120,31 @@ def _run_jobs(src, targets: list[Target], out_dir: Path, options: ExportOptions,
 def _summary(target: Target, record: dict) -> str:
     if "error" in record:
         return f"    ✗ {target.label}: {record['error']}"
-    return f"    ✓ {record['file']}  {record['size']:,} B  {record['time_s']:.1f} s{_ranges_note(record)}"
+    # a no-op dynamic export says so here, not only in its sidecar
+    notes = "".join(f"\n      note: {note}" for note in record.get("notes", [])[:1] if record.get("no_effect"))
+    return f"    ✓ {record['file']}  {record['size']:,} B  {record['time_s']:.1f} s{_ranges_note(record)}{notes}"
+
+
+WHY_LARGER = {
+    "fp16": "fp16 halves only the weights, and adds a DEQUANTIZE op per weight tensor: a model whose weights are a "
+            "small share of the file grows",
+    "int8": "QDQ int8 adds QuantizeLinear/DequantizeLinear nodes with a scale and zero point per tensor: with few "
+            "weights to shrink, that overhead is larger than the savings",
+    "dynamic": "dynamic range adds quantization parameters per weight tensor and shrinks only the large ones",
+}
+
+
+def size_notes(records: list[dict]) -> list[str]:
+    """An artifact meant to be smaller than its format's fp32 that is not, with why (said, never hidden)."""
+    fp32 = {r["format"]: r["size"] for r in records if "error" not in r and r.get("precision") == "fp32"}
+    notes = []
+    for r in records:
+        if "error" in r or r.get("precision") not in WHY_LARGER or r.get("format") not in fp32:
+            continue
+        if r["size"] >= fp32[r["format"]]:
+            notes.append(f"{r['file']} ({r['size']:,} B) is not smaller than its fp32 ({fp32[r['format']]:,} B): "
+                         f"{WHY_LARGER[r['precision']]}")
+    return notes
 
 
 def _ranges_note(record: dict) -> str:
