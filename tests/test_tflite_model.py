@@ -8,7 +8,6 @@ import pytest
 from edgedl.core.errors import ArtifactError
 from edgedl.runners.base import EVERY_TENSOR
 
-
 # ---------------------------------------------------------------- models made here, in seconds
 
 @pytest.fixture(scope="module")
