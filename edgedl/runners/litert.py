@@ -116,8 +116,8 @@ class LiteRTRunner(Runner):
         super().__init__()
         self._source, self._threads, self._xnnpack = path, threads, xnnpack
         self.path = Path(path) if not isinstance(path, bytes) else Path("model.tflite")
-        self.flatbuffer = TFLiteModel(path) if isinstance(path, bytes) else TFLiteModel.read(path)
         self.interpreter = open_interpreter(path, threads, xnnpack, preserve_all_tensors=tensors is not None)
+        self.flatbuffer = TFLiteModel(path) if isinstance(path, bytes) else TFLiteModel.read(path)
         self._library = interpreter_module()[1]
         in_names, out_names = signature_names(self.interpreter)
         self._in = self.interpreter.get_input_details()
