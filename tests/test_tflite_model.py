@@ -217,8 +217,8 @@ def test_onnx_with_outputs_exposes_named_and_every_tensor():
             assert [t.name for t in tapped.outputs] == ["hidden"] and tapped.outputs[0].dtype == "float32"
             np.testing.assert_allclose(tapped.infer(x)[0], np.maximum(x @ w, 0), rtol=1e-5, atol=1e-5)
         with runner.with_outputs(EVERY_TENSOR) as every:
-            assert [t.name for t in every.outputs] == ["pre", "hidden", "y"]
-            pre, hidden, y = every.infer(x)
+            assert [t.name for t in every.outputs] == ["y", "pre", "hidden"]
+            y, pre, hidden = every.infer(x)
             np.testing.assert_allclose(y, runner.infer(x)[0], rtol=1e-6)
             np.testing.assert_allclose(hidden, np.maximum(pre, 0))
         assert [t.name for t in runner.outputs] == ["y"]  # the original runner keeps its outputs

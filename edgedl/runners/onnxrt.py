@@ -42,14 +42,16 @@ def _tensor_info(arg) -> TensorInfo:
 
 
 def with_graph_outputs(model_bytes: bytes, names: list[str] | str) -> bytes:
-    """A copy of the graph whose outputs are the named tensors, or every op's output (EVERY_TENSOR),
+    """A copy of the graph whose outputs are the named tensors, or every tensor (EVERY_TENSOR),
     as Polygraphy's ModifyOutputs does. onnxruntime infers the types of outputs declared by name."""
     import onnx
 
     model = onnx.load_from_string(model_bytes)
     produced = [name for node in model.graph.node for name in node.output if name]
     known = set(produced) | {v.name for v in model.graph.input} | {t.name for t in model.graph.initializer}
-    wanted = list(dict.fromkeys(produced)) if names == EVERY_TENSOR else list(names)
+    # every tensor: the graph's own outputs first, then each node's, in graph order
+    every = [o.name for o in model.graph.output] + produced
+    wanted = list(dict.fromkeys(every)) if names == EVERY_TENSOR else list(names)
     missing = [name for name in wanted if name not in known]
     if missing:
         raise ArtifactError(f"the ONNX graph has no tensor {', '.join(missing[:5])}"
@@ -75,7 +77,7 @@ class OnnxRuntimeRunner(Runner):
         self._chunk = 1 if first == 1 else CHUNK
 
     def with_outputs(self, names: list[str] | str) -> OnnxRuntimeRunner:
-        """Tensor names of the graph, or EVERY_TENSOR (every node's outputs, in graph order)."""
+        """Tensor names of the graph, or EVERY_TENSOR (its outputs, then every node's, in graph order)."""
         blob = self._source if isinstance(self._source, bytes) else Path(self._source).read_bytes()
         return OnnxRuntimeRunner(with_graph_outputs(blob, names), self._threads)
 
