@@ -199,6 +199,9 @@ def test_litert_with_outputs_reads_intermediate_tensors(dense):
         np.testing.assert_array_equal(last, runner.infer(x)[0])  # the model's own output, unchanged
         with pytest.raises(ArtifactError, match="no tensor nonexistent"):
             runner.with_outputs(["nonexistent"])
+        tapped.set_batch(3)  # resizing keeps the tapped tensors (bench times batches this way)
+        tapped.step(tapped.prepare(x[:3]))
+        assert [t.name for t in tapped.outputs] == [hidden, runner.outputs[0].tensor]
     with LiteRTRunner(blobs["int8"]) as runner, runner.with_outputs(EVERY_TENSOR) as every:
         graph = TFLiteModel(blobs["int8"]).main
         assert len(every.outputs) == len({*graph.inputs, *(i for op in graph.ops for i in op.outputs)})

@@ -174,7 +174,8 @@ class LiteRTRunner(Runner):
                                 "exports take any batch)") from exc
         by_index = {d["index"]: d for d in self.interpreter.get_input_details()}
         self._in = [by_index[d["index"]] for d in self._in]  # same order, fresh shapes
-        by_index = {d["index"]: d for d in self.interpreter.get_output_details()}
+        outputs = self.interpreter.get_tensor_details() if self._tapped else self.interpreter.get_output_details()
+        by_index = {d["index"]: d for d in outputs}
         self._out = [by_index[d["index"]] for d in self._out]
         self._fed = None
 
