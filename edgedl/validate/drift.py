@@ -93,6 +93,8 @@ def _numeric_verify_rows(debug_model: bytes, inputs) -> list[dict]:
     difference between the int8 op's dequantized result and the float op's result on the same
     inputs. Each one is read through the Runner (``with_outputs``) on every sample, and reduced as
     tf.lite.experimental.QuantizationDebugger does (a statistic per sample, NaN-mean over samples).
+    Each sample starts from a reset state, as in every Runner: the debugger's own loop carried a
+    fused LSTM's h/c from one sample into the next (measured: identical numbers otherwise).
     TF's own interpreter with XNNPACK, which the debugger would pick, computes int8 BATCH_MATMUL up
     to 21 quantization steps off (measured on an attention model; LiteRT is within 0.5 steps), which
     would blame attention layers for an error that is not there."""
