@@ -26,9 +26,12 @@ def bare_p50(path: str, runs: int, warmup: int = 200) -> float:
     if path.endswith(".tflite"):
         from ai_edge_litert.interpreter import Interpreter
 
+        from edgedl.runners.litert import STATEFUL_OPS
+        from edgedl.runners.tflite_model import TFLiteModel
+
         interpreter = Interpreter(model_path=path, num_threads=1)
         interpreter.allocate_tensors()
-        stateful = any(op["op_name"] == "UNIDIRECTIONAL_SEQUENCE_LSTM" for op in interpreter._get_ops_details())
+        stateful = bool(set(TFLiteModel.read(path).op_names(subgraph=0)) & STATEFUL_OPS)
         for detail in interpreter.get_input_details():
             shape = [1, *detail["shape"][1:]]
             interpreter.set_tensor(detail["index"], rng.integers(-100, 100, shape).astype(detail["dtype"])

@@ -31,32 +31,28 @@ def _runtime():
     return runtime
 
 
-def op_list(model_bytes: bytes) -> list[dict]:
+def _read(model_bytes: bytes):
+    """The model through edgedl's one TFLite reader, which uses the schema tflite_micro has loaded."""
+    _runtime()
+    from ..runners.tflite_model import TFLiteModel
+
+    return TFLiteModel(model_bytes)
+
+
+def op_list(model) -> list[dict]:
     """Every operator, in order: its builtin name and the name of its first output tensor."""
-    runtime = _runtime()
-    model = runtime.convert_bytearray_to_object(bytearray(model_bytes))
-    names = {v: k for k, v in vars(runtime.schema_fb.BuiltinOperator).items() if not k.startswith("_")}
     ops = []
-    for subgraph in model.subgraphs:
-        for op in subgraph.operators or []:
-            code = model.operatorCodes[op.opcodeIndex]
-            name = names.get(runtime.get_builtin_code_from_operator_code(code), "UNKNOWN")
-            if name == "CUSTOM":
-                name = "CUSTOM:" + (code.customCode or b"").decode(errors="replace")
-            tensor = subgraph.tensors[op.outputs[0]].name if op.outputs is not None and len(op.outputs) else b""
-            ops.append({"op": name, "tensor": tensor.decode(errors="replace") if tensor else ""})
+    for graph, op in model.ops():
+        name = f"CUSTOM:{op.custom_code}" if op.name == "CUSTOM" else op.name
+        tensor = graph.output_of(op)
+        ops.append({"op": name, "tensor": tensor.name if tensor is not None else ""})
     return ops
 
 
-def io_tensor_names(model_bytes: bytes) -> tuple[list[str], list[str]]:
+def io_tensor_names(model) -> tuple[list[str], list[str]]:
     """The names of the model's input and output tensors, in the order TFLite Micro indexes them."""
-    model = _runtime().convert_bytearray_to_object(bytearray(model_bytes))
-    graph = model.subgraphs[0]
-
-    def names(indices):
-        return [(graph.tensors[i].name or b"").decode(errors="replace") for i in indices]
-
-    return names(graph.inputs), names(graph.outputs)
+    graph = model.main
+    return [graph.tensors[i].name for i in graph.inputs], [graph.tensors[i].name for i in graph.outputs]
 
 
 def order(wanted: list[str] | None, actual: list[str]) -> list[int]:
@@ -166,12 +162,13 @@ def run(model_bytes: bytes, arena: int, inputs: list[np.ndarray], stateful: bool
 def main() -> None:
     spec = json.loads(open(sys.argv[1]).read())
     model_bytes = open(spec["model"], "rb").read()
-    report: dict = {"ops": op_list(model_bytes)}
+    model = _read(model_bytes)
+    report: dict = {"ops": op_list(model)}
     try:
         with np.load(spec["inputs"], allow_pickle=False) as archive:
             given = [archive[f"input_{i}"] for i in range(len(archive.files))]
         # Multi-I/O models: TFLite Micro indexes tensors in graph order, the caller in signature order
-        input_names, output_names = io_tensor_names(model_bytes)
+        input_names, output_names = io_tensor_names(model)
         inputs = [given[i] for i in order(spec.get("input_tensors"), input_names)]
         report["arena"] = minimal_arena(model_bytes, [x[:1] for x in inputs])
         outputs, seconds = run(model_bytes, report["arena"]["bytes"] + spec.get("margin", 0), inputs, spec["stateful"])

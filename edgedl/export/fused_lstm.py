@@ -164,55 +164,36 @@ def _cleanup_after(convert, folder: str):
     return wrapped
 
 
-def _read(flatbuffer: bytes):
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    return schema, schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytearray(flatbuffer), 0))
-
-
-def _write(model, size_hint: int) -> bytes:
-    import flatbuffers
-
-    builder = flatbuffers.Builder(size_hint + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
-def _lstm_ops(schema, model):
-    lstm_code = schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM
-    codes = {i for i, code in enumerate(model.operatorCodes)
-             if max(int(code.builtinCode), int(code.deprecatedBuiltinCode)) == lstm_code}
-    for subgraph in model.subgraphs:
-        for op in subgraph.operators:
-            if op.opcodeIndex in codes:
-                yield subgraph, op
+def _lstm_ops(model):
+    for graph, op in model.ops():
+        if op.name == "UNIDIRECTIONAL_SEQUENCE_LSTM":
+            yield graph, op
 
 
 HIDDEN_INTERMEDIATE = 4  # the integer kernel writes h with this intermediate's scale and zero point
 
 
-def _mismatch(subgraph, op) -> bool:
-    if op.intermediates is None or len(op.intermediates) <= HIDDEN_INTERMEDIATE:
+def _mismatch(graph, op) -> bool:
+    if len(op.intermediates) <= HIDDEN_INTERMEDIATE:
         return False
-    hidden = subgraph.tensors[op.intermediates[HIDDEN_INTERMEDIATE]].quantization
-    output = subgraph.tensors[op.outputs[0]].quantization
-    if hidden is None or hidden.scale is None or output is None or output.scale is None:
+    hidden, output = graph.tensors[op.intermediates[HIDDEN_INTERMEDIATE]], graph.tensors[op.outputs[0]]
+    if not len(hidden.scales) or not len(output.scales):
         return False
-    return (float(hidden.scale[0]), int(hidden.zeroPoint[0])) != (float(output.scale[0]), int(output.zeroPoint[0]))
+    return (hidden.scale, hidden.zero_point) != (output.scale, output.zero_point)
 
 
 def fix_int8_hidden_scale(flatbuffer: bytes) -> bytes:
     """Give each int8 fused LSTM's hidden intermediate the quantization of the output it writes."""
-    schema, model = _read(flatbuffer)
+    from ..runners.tflite_model import TFLiteModel
+
+    model = TFLiteModel(flatbuffer)
     changed = False
-    for subgraph, op in _lstm_ops(schema, model):
-        if _mismatch(subgraph, op):
-            hidden = subgraph.tensors[op.intermediates[HIDDEN_INTERMEDIATE]].quantization
-            output = subgraph.tensors[op.outputs[0]].quantization
-            hidden.scale = np.asarray(output.scale, np.float32).copy()
-            hidden.zeroPoint = np.asarray(output.zeroPoint, np.int64).copy()
+    for graph, op in _lstm_ops(model):
+        if _mismatch(graph, op):
+            output = graph.tensors[op.outputs[0]]
+            graph.tensors[op.intermediates[HIDDEN_INTERMEDIATE]].set_quantization(output.scales, output.zero_points)
             changed = True
-    return _write(model, len(flatbuffer)) if changed else flatbuffer
+    return model.to_bytes() if changed else flatbuffer
 
 
 def without_cell_clip(flatbuffer: bytes) -> bytes:
@@ -223,10 +204,12 @@ def without_cell_clip(flatbuffer: bytes) -> bytes:
     driven past 10 and back reads the wrong sign with the clip (max error 2.0 in a synthetic
     check, 0.008 without it), so exports keep Keras' semantics.
     """
-    schema, model = _read(flatbuffer)
+    from ..runners.tflite_model import TFLiteModel
+
+    model = TFLiteModel(flatbuffer)
     changed = False
-    for _, op in _lstm_ops(schema, model):
-        if op.builtinOptions.cellClip:
-            op.builtinOptions.cellClip = 0.0
+    for _, op in _lstm_ops(model):
+        if op.options.cellClip:
+            op.options.cellClip = 0.0
             changed = True
-    return _write(model, len(flatbuffer)) if changed else flatbuffer
+    return model.to_bytes() if changed else flatbuffer

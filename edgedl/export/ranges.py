@@ -102,33 +102,32 @@ def tflite_ranges(method: str):
 
 def with_ranges(calibrated: bytes, method: str, samples: Callable[[], Iterable]) -> bytes:
     """The calibrated float model with ``method``'s range recorded on each activation."""
-    from tensorflow.lite.tools import flatbuffer_utils
+    from ..runners.litert import LiteRTRunner
+    from ..runners.tflite_model import TFLiteModel
 
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
-    graph = model.subgraphs[0]
-    activations = _recorded_activations(graph)
-    interpreter = _preserving_interpreter(bytes(calibrated))
+    model = TFLiteModel(calibrated)
+    graph = model.main
     samples_iter = iter(samples())
     first = next(samples_iter, None)
     if first is None:
         return calibrated
-    _invoke(interpreter, first)
-    readable = [i for i in activations if _readable(interpreter, i)]
-    recorded = {i: (float(graph.tensors[i].quantization.min[0]), float(graph.tensors[i].quantization.max[0]))
-                for i in readable}
-    histograms = collector(method, recorded)
-    with contextlib.redirect_stdout(io.StringIO()):  # the collector prints a line per call
-        histograms.collect({i: interpreter.get_tensor(i).astype(np.float32) for i in readable})
-        for sample in samples_iter:
-            _invoke(interpreter, sample)
-            histograms.collect({i: interpreter.get_tensor(i).astype(np.float32) for i in readable})
-    if not readable:
+    # The reference interpreter (no XNNPACK), every recorded activation exposed as an output
+    activations = _recorded_activations(graph)
+    runner = LiteRTRunner(bytes(calibrated), xnnpack=False).with_outputs(activations)
+    values = _values(runner, activations, first)
+    if not values:  # the interpreter holds none of them after an invoke
         return calibrated
+    readable = list(values)
+    histograms = collector(method, {i: graph.tensors[i].range for i in readable})
+    with contextlib.redirect_stdout(io.StringIO()):  # the collector prints a line per call
+        histograms.collect(values)
+        for sample in samples_iter:
+            values = _values(runner, activations, sample)
+            histograms.collect({i: values[i] for i in readable})
     for index, (low, high) in computed_ranges(histograms).items():
         if np.isfinite(low) and np.isfinite(high) and high > low:
-            graph.tensors[index].quantization.min = [low]
-            graph.tensors[index].quantization.max = [high]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+            graph.tensors[index].set_range(low, high)
+    return model.to_bytes()
 
 
 def _recorded_activations(graph) -> list[int]:
@@ -136,49 +135,22 @@ def _recorded_activations(graph) -> list[int]:
 
     A fused LSTM's internal intermediates and variable state tensors are left at min/max: the
     interpreter does not hold their values after an invoke."""
-    produced = set(graph.inputs) | {i for op in graph.operators for i in (op.outputs if op.outputs is not None else [])}
-    chosen = []
-    for index in sorted(produced):
-        tensor = graph.tensors[index]
-        q = tensor.quantization
-        if tensor.isVariable or q is None or q.min is None or q.max is None or len(q.min) != 1:
-            continue
-        chosen.append(index)
-    return chosen
+    produced = set(graph.inputs) | {i for op in graph.ops for i in op.outputs if i >= 0}
+    return [i for i in sorted(produced) if not graph.tensors[i].is_variable and graph.tensors[i].range is not None]
 
 
-def _preserving_interpreter(blob: bytes):
-    """The reference interpreter with every tensor kept after invoke (XNNPACK off: it fuses them away)."""
-    from ..runners.litert import interpreter_module
-
-    module, _ = interpreter_module()
-    interpreter = module.Interpreter(
-        model_content=blob, experimental_preserve_all_tensors=True,
-        experimental_op_resolver_type=module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def _invoke(interpreter, sample) -> None:
-    """One representative sample, as the converter's generator yields it: a list of arrays in input
-    order, or a dict by input name (several inputs)."""
-    from ..runners.litert import signature_names
-
-    details = interpreter.get_input_details()
+def _feeds(runner, sample) -> list[np.ndarray]:
+    """One representative sample, as the converter's generator yields it (a list of arrays in input
+    order, or a dict by input name when there are several), as the runner's feeds."""
     if isinstance(sample, dict):
-        names, _ = signature_names(interpreter)
-        feeds = [sample[names[d["index"]]] if d["index"] in names else list(sample.values())[k]
-                 for k, d in enumerate(details)]
+        by_name = [sample.get(spec.name) for spec in runner.inputs]
+        arrays = by_name if all(x is not None for x in by_name) else list(sample.values())
     else:
-        feeds = list(sample)
-    interpreter.reset_all_variables()
-    for detail, x in zip(details, feeds, strict=True):
-        interpreter.set_tensor(detail["index"], np.asarray(x, dtype=detail["dtype"]))
-    interpreter.invoke()
+        arrays = list(sample)
+    return [np.asarray(x, dtype=spec.dtype) for x, spec in zip(arrays, runner.inputs, strict=True)]
 
 
-def _readable(interpreter, index: int) -> bool:
-    try:
-        return interpreter.get_tensor(index).size > 0
-    except ValueError:
-        return False
+def _values(runner, activations: list[int], sample) -> dict:
+    """{tensor index: float values} on one sample, for the activations that hold a value after invoke."""
+    values = runner.run(_feeds(runner, sample))
+    return {i: v.astype(np.float32) for i, v in zip(activations, values, strict=True) if v.size > 0}

@@ -212,13 +212,10 @@ def quantized_weights(flatbuffer: bytes) -> int:
     Dynamic-range conversion quantizes only weight tensors of at least 1024 values, so a small model
     can come out computing exactly like float32 (checked on TF 2.21: LSTM(64) over 8 features).
     """
-    from tensorflow.lite.python import schema_py_generated as schema
+    from ..runners.tflite_model import TFLiteModel
 
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytearray(flatbuffer), 0))
-    eight_bit = {schema.TensorType.INT8, schema.TensorType.UINT8}
-    return sum(1 for subgraph in model.subgraphs for tensor in subgraph.tensors
-               if tensor.type in eight_bit and model.buffers[tensor.buffer].data is not None
-               and len(model.buffers[tensor.buffer].data) > 0)
+    return sum(1 for graph in TFLiteModel(flatbuffer).subgraphs for tensor in graph.tensors
+               if tensor.type in ("INT8", "UINT8") and tensor.data is not None)
 
 
 def ops_with_tensors(flatbuffer: bytes) -> list[tuple[str, str]]:
@@ -228,17 +225,10 @@ def ops_with_tensors(flatbuffer: bytes) -> list[tuple[str, str]]:
 
 def ops_with_types(flatbuffer: bytes) -> list[tuple[str, str, str]]:
     """(builtin op name, first output tensor's name, its type: FLOAT32, INT8, INT16…) for every operator."""
-    from tensorflow.lite.python import schema_py_generated as schema
+    from ..runners.tflite_model import TFLiteModel
 
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytearray(flatbuffer), 0))
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     found = []
-    for subgraph in model.subgraphs:
-        for op in subgraph.operators or []:
-            code = model.operatorCodes[op.opcodeIndex]
-            tensor = subgraph.tensors[op.outputs[0]] if op.outputs is not None and len(op.outputs) else None
-            found.append((names.get(max(int(code.builtinCode), int(code.deprecatedBuiltinCode)), "UNKNOWN"),
-                          tensor.name.decode(errors="replace") if tensor is not None and tensor.name else "",
-                          types.get(tensor.type, "?") if tensor is not None else "?"))
+    for graph, op in TFLiteModel(flatbuffer).ops():
+        tensor = graph.output_of(op)
+        found.append((op.name, tensor.name if tensor is not None else "", tensor.type if tensor is not None else "?"))
     return found

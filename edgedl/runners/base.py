@@ -7,7 +7,10 @@ scoring):
 - ``prepare(inputs)`` → feeds in the model's own dtypes (quantized with each tensor's scale and
   zero point), ``run(feeds)`` → raw outputs in the model's dtypes, ``dequantize(raw)`` → floats;
 - ``step(feeds)``: one call on prepared feeds, the unit a benchmark times;
-- ``set_batch(n)``: resize a fixed-batch model where the runtime allows it.
+- ``set_batch(n)``: resize a fixed-batch model where the runtime allows it;
+- ``with_outputs(names)``: a runner over the same model whose outputs are the named tensors,
+  intermediate ones included (``EVERY_TENSOR`` for all of them), so per-layer drift and calibration
+  ranges read activations through the same face (Polygraphy's ModifyOutputs, per backend).
 
 A backend implements only loading and ``_run`` (and, where it differs, ``_step``).
 """
@@ -21,6 +24,8 @@ import numpy as np
 from ..core.errors import DataError, EdgedlError
 
 Feed = list[np.ndarray] | np.ndarray | dict[str, np.ndarray]
+# ``with_outputs(EVERY_TENSOR)``: every tensor the backend can expose (each op's outputs)
+EVERY_TENSOR = "*"
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,14 @@ class Runner:
 
     def set_batch(self, batch: int) -> None:
         """Make the model take ``batch`` samples per call; runtimes with a dynamic batch need nothing."""
+
+    def with_outputs(self, names: list[str | int] | str) -> Runner:
+        """A new runner over the same model whose outputs are ``names``, in that order: tensors inside
+        the model as well as its outputs, or ``EVERY_TENSOR``. What a name is depends on the backend:
+        a tensor name (TFLite also takes a tensor index, as names need not be unique there; ONNX) or a
+        layer name (Keras). Unknown names are an ArtifactError that lists them. The new runner is
+        independent of this one: close both."""
+        raise EdgedlError(f"the {self.backend} runner cannot expose tensors inside the model")
 
     @staticmethod
     def to_model(x: np.ndarray, spec: TensorInfo) -> np.ndarray:

@@ -39,6 +39,9 @@ def _serve(conn, spec: dict, parent_pid: int) -> None:
 
     try:
         runner = local_runner(spec["path"], spec["backend"], threads=spec["threads"], xnnpack=spec["xnnpack"])
+        if spec.get("outputs") is not None:
+            whole, runner = runner, runner.with_outputs(spec["outputs"])
+            whole.close()
         ops = runner.ops() if hasattr(runner, "ops") else []
         conn.send(("ok", {"inputs": runner.inputs, "outputs": runner.outputs, "stateful": runner.stateful,
                           "library": runner.library, "backend": runner.backend, "ops": ops}))
@@ -72,12 +75,15 @@ def _describe_exception(exc: BaseException) -> str:
 class IsolatedRunner(Runner):
     """A Runner whose model runs in a bounded child process. Same public face as every Runner."""
 
-    def __init__(self, path: str | Path, backend: str, threads: int | None = 1, xnnpack: bool = True):
+    def __init__(self, path: str | Path, backend: str, threads: int | None = 1, xnnpack: bool = True,
+                 outputs: list[str | int] | str | None = None):
+        """``outputs``: the child's runner is ``with_outputs(outputs)`` of the model's."""
         super().__init__()
         self.path = Path(path)
         self.backend = backend
+        self._options = {"threads": threads, "xnnpack": xnnpack}
         spec = {"path": str(self.path), "backend": backend, "threads": threads, "xnnpack": xnnpack,
-                "memory_mb": memory_limit_mb()}
+                "memory_mb": memory_limit_mb(), "outputs": outputs}
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited locks or state
         self._conn, child_conn = context.Pipe()
         self._process = context.Process(target=_serve, args=(child_conn, spec, os.getpid()),
@@ -96,6 +102,12 @@ class IsolatedRunner(Runner):
 
     def ops(self) -> list[str]:
         return list(self.ops_list)
+
+    def with_outputs(self, names: list[str | int] | str) -> IsolatedRunner:
+        """The same file in a new bounded child, whose runner exposes ``names`` (see Runner.with_outputs)."""
+        runner = IsolatedRunner(self.path, self.backend, outputs=names, **self._options)
+        runner._tempdir = getattr(self, "_tempdir", None)  # a file of isolated_bytes lives as long as both
+        return runner
 
     def set_batch(self, batch: int) -> None:
         self._call(("set_batch", batch), time_limit_s(), f"resizing it to batch {batch}")

@@ -6,11 +6,13 @@ function, so 1,000 samples take a fraction of a second.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from .base import Runner, TensorInfo
+from ..core.errors import ArtifactError
+from .base import EVERY_TENSOR, Runner, TensorInfo
 from .modelio import output_names
 
 CHUNK = 256
@@ -39,6 +41,23 @@ class KerasRunner(Runner):
         self.inputs = [_tensor_info(t) for t in self.model.inputs]
         self.outputs = [_tensor_info(t, name) for t, name in
                         zip(self.model.outputs, output_names(self.model), strict=True)]
+
+    def with_outputs(self, names: list[str] | str) -> KerasRunner:
+        """Layer names, or EVERY_TENSOR (every layer but the inputs): a functional sub-model whose
+        outputs are those layers' outputs."""
+        import keras
+
+        layers = {layer.name: layer for layer in self.model.layers}
+        if names == EVERY_TENSOR:
+            names = [n for n, layer in layers.items() if layer.__class__.__name__ != "InputLayer"]
+        missing = [n for n in names if n not in layers]
+        if missing:
+            raise ArtifactError(f"the Keras model has no layer {', '.join(map(str, missing[:5]))}"
+                                f"{f' (and {len(missing) - 5} more)' if len(missing) > 5 else ''}")
+        sub = keras.Model(self.model.inputs, [layers[n].output for n in names])
+        runner = KerasRunner(sub)
+        runner.outputs = [replace(info, name=n) for info, n in zip(runner.outputs, names, strict=True)]
+        return runner
 
     def _run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         count = len(feeds[0])

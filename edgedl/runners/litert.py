@@ -3,6 +3,10 @@
 It invokes one sample at a time, as an app on a device does, and resets variable tensors before
 every invoke: the fused LSTM op keeps h/c state between invokes, which would otherwise leak from
 one sample into the next.
+
+``with_outputs`` opens the model with ``experimental_preserve_all_tensors`` (the interpreter's public
+option, which also leaves the default delegates out: XNNPACK would fuse intermediate tensors away)
+and reads the named tensors with ``get_tensor`` after each invoke.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import numpy as np
 
 from ..core.env import quiet_output
 from ..core.errors import ArtifactError, RuntimeMissing
-from .base import Runner, TensorInfo
+from .base import EVERY_TENSOR, Runner, TensorInfo
+from .tflite_model import TFLiteModel
 
 # Ops that keep state between invokes: callers must reset variable tensors before each inference.
 STATEFUL_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "VAR_HANDLE",
@@ -43,14 +48,20 @@ def interpreter_module():
                              hint="pip install ai-edge-litert==2.3.0") from exc
 
 
-def open_interpreter(path: str | Path, threads: int | None = 1, xnnpack: bool = True):
-    """``threads=None`` leaves the interpreter's own default (as an app that sets nothing gets)."""
+def open_interpreter(path: str | Path | bytes, threads: int | None = 1, xnnpack: bool = True,
+                     preserve_all_tensors: bool = False):
+    """``threads=None`` leaves the interpreter's own default (as an app that sets nothing gets).
+    ``path`` may also be the model's bytes."""
     module, _ = interpreter_module()
-    kwargs = {"model_path": str(path)}
+    kwargs = {"model_content": path} if isinstance(path, bytes) else {"model_path": str(path)}
+    if isinstance(path, bytes):
+        path = "the model"
     if threads:
         kwargs["num_threads"] = threads
     if not xnnpack:
         kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    if preserve_all_tensors:
+        kwargs["experimental_preserve_all_tensors"] = True
     try:
         with quiet_output():  # LiteRT prints an INFO banner to fd 2 when it applies XNNPACK
             interpreter = module.Interpreter(**kwargs)
@@ -96,28 +107,55 @@ def _signature_order(name: str) -> tuple:
     return (head, int(number), "") if head == "output" and number.isdigit() else (name, -1, name)
 
 
-def op_names(interpreter) -> list[str]:
-    """Every operator of the model, in execution order (builtin names, e.g. CONV_2D)."""
-    return [op["op_name"] for op in interpreter._get_ops_details()]
-
-
 class LiteRTRunner(Runner):
     backend = "litert"
 
-    def __init__(self, path: str | Path, threads: int | None = 1, xnnpack: bool = True):
+    def __init__(self, path: str | Path | bytes, threads: int | None = 1, xnnpack: bool = True,
+                 tensors: list[str | int] | str | None = None):
+        """``path``: a .tflite file or the model's bytes. ``tensors``: see ``with_outputs``."""
         super().__init__()
-        self.path = Path(path)
-        self.interpreter = open_interpreter(path, threads, xnnpack)
+        self._source, self._threads, self._xnnpack = path, threads, xnnpack
+        self.path = Path(path) if not isinstance(path, bytes) else Path("model.tflite")
+        self.interpreter = open_interpreter(path, threads, xnnpack, preserve_all_tensors=tensors is not None)
+        self.flatbuffer = TFLiteModel(path) if isinstance(path, bytes) else TFLiteModel.read(path)
         self._library = interpreter_module()[1]
         in_names, out_names = signature_names(self.interpreter)
         self._in = self.interpreter.get_input_details()
-        self._out = sorted(self.interpreter.get_output_details(),
-                           key=lambda d: _signature_order(out_names.get(d["index"], d["name"])))
+        if tensors is None:
+            self._out = sorted(self.interpreter.get_output_details(),
+                               key=lambda d: _signature_order(out_names.get(d["index"], d["name"])))
+        else:
+            self._out = self._tensor_details(tensors)
         self.inputs = [tensor_info(d, in_names.get(d["index"])) for d in self._in]
-        self.outputs = [tensor_info(d, out_names.get(d["index"])) for d in self._out]
-        self.stateful = bool(set(op_names(self.interpreter)) & STATEFUL_OPS)
+        self.outputs = [tensor_info(d, out_names.get(d["index"]) if tensors is None else None) for d in self._out]
+        self._tapped = tensors is not None
+        self.stateful = bool(set(self.ops()) & STATEFUL_OPS)
         self._fed = None
         self.set_batch(1)  # samples go through one by one, as on a device
+
+    def with_outputs(self, names: list[str | int] | str) -> LiteRTRunner:
+        """Tensor names or indices of the main graph, or EVERY_TENSOR: the graph's inputs and every op's
+        outputs. Each output has one row per sample: a tensor of batch 1 gives its sample, any other
+        tensor (a shape, a flattened vector) is stacked whole. A tensor the runtime keeps no value for
+        after an invoke (a fused op's internals) comes back empty: ``size == 0``."""
+        return LiteRTRunner(self._source, self._threads, self._xnnpack, tensors=names)
+
+    def _tensor_details(self, wanted: list[str | int] | str) -> list[dict]:
+        details = self.interpreter.get_tensor_details()
+        by_index = {d["index"]: d for d in details}
+        if wanted == EVERY_TENSOR:
+            graph = self.flatbuffer.main
+            produced = set(graph.inputs) | {i for op in graph.ops for i in op.outputs if i >= 0}
+            return [by_index[i] for i in sorted(produced) if i in by_index and not graph.tensors[i].is_variable]
+        by_name = {}
+        for detail in details:
+            by_name.setdefault(detail["name"], detail)
+        found = [by_index.get(w) if isinstance(w, int) else by_name.get(w) for w in wanted]
+        missing = [str(w) for w, d in zip(wanted, found, strict=True) if d is None]
+        if missing:
+            raise ArtifactError(f"{self.path.name} has no tensor {', '.join(missing[:5])}"
+                                f"{f' (and {len(missing) - 5} more)' if len(missing) > 5 else ''}")
+        return found
 
     @property
     def library(self) -> str:
@@ -136,12 +174,15 @@ class LiteRTRunner(Runner):
                                 "exports take any batch)") from exc
         by_index = {d["index"]: d for d in self.interpreter.get_input_details()}
         self._in = [by_index[d["index"]] for d in self._in]  # same order, fresh shapes
-        by_index = {d["index"]: d for d in self.interpreter.get_output_details()}
+        outputs = self.interpreter.get_tensor_details() if self._tapped else self.interpreter.get_output_details()
+        by_index = {d["index"]: d for d in outputs}
         self._out = [by_index[d["index"]] for d in self._out]
         self._fed = None
 
     def _run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         count = len(feeds[0])
+        if self._tapped:
+            return self._run_tapped(feeds, count)
         results = [np.empty((count, *d["shape"][1:]), dtype=d["dtype"]) for d in self._out]
         for i in range(count):
             self._invoke([x[i : i + 1] for x in feeds])
@@ -149,6 +190,20 @@ class LiteRTRunner(Runner):
                 store[i] = self.interpreter.get_tensor(detail["index"])[0]
         self._fed = None
         return results
+
+    def _run_tapped(self, feeds: list[np.ndarray], count: int) -> list[np.ndarray]:
+        rows = [[] for _ in self._out]
+        for i in range(count):
+            self._invoke([x[i : i + 1] for x in feeds])
+            for store, detail in zip(rows, self._out, strict=True):
+                try:
+                    value = self.interpreter.get_tensor(detail["index"])
+                except ValueError:  # the runtime keeps no value for it (a fused op's internal state)
+                    value = np.empty((0,), detail["dtype"])
+                store.append(value[0] if value.ndim and value.shape[0] == 1 else value.copy())
+        self._fed = None
+        return [np.stack(store) if all(v.size for v in store) else np.empty((count, 0), store[0].dtype)
+                for store in rows]
 
     def _invoke(self, feeds: list[np.ndarray]) -> None:
         if self.stateful:
@@ -172,7 +227,8 @@ class LiteRTRunner(Runner):
         self.interpreter.invoke()
 
     def ops(self) -> list[str]:
-        return op_names(self.interpreter)
+        """Every operator of the main graph, in order (builtin names, e.g. CONV_2D; a custom op's name)."""
+        return self.flatbuffer.op_names(subgraph=0)
 
     def _release(self) -> None:
         self.interpreter = None

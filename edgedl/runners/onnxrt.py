@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import ArtifactError, RuntimeMissing
-from .base import Runner, TensorInfo, join_batches
+from .base import EVERY_TENSOR, Runner, TensorInfo, join_batches
 
 CHUNK = 256
 
@@ -41,17 +41,24 @@ def _tensor_info(arg) -> TensorInfo:
     return TensorInfo(name=arg.name, shape=shape, dtype=_ORT_TYPES.get(arg.type, arg.type))
 
 
-def with_every_tensor(model_bytes: bytes) -> bytes:
-    """The same graph with every intermediate tensor also exposed as an output (for per-layer drift)."""
+def with_graph_outputs(model_bytes: bytes, names: list[str] | str) -> bytes:
+    """A copy of the graph whose outputs are the named tensors, or every tensor (EVERY_TENSOR),
+    as Polygraphy's ModifyOutputs does. onnxruntime infers the types of outputs declared by name."""
     import onnx
 
     model = onnx.load_from_string(model_bytes)
-    existing = {o.name for o in model.graph.output}
-    for node in model.graph.node:
-        for name in node.output:
-            if name and name not in existing:
-                model.graph.output.append(onnx.ValueInfoProto(name=name))
-                existing.add(name)
+    produced = [name for node in model.graph.node for name in node.output if name]
+    known = set(produced) | {v.name for v in model.graph.input} | {t.name for t in model.graph.initializer}
+    # every tensor: the graph's own outputs first, then each node's, in graph order
+    every = [o.name for o in model.graph.output] + produced
+    wanted = list(dict.fromkeys(every)) if names == EVERY_TENSOR else list(names)
+    missing = [name for name in wanted if name not in known]
+    if missing:
+        raise ArtifactError(f"the ONNX graph has no tensor {', '.join(missing[:5])}"
+                            f"{f' (and {len(missing) - 5} more)' if len(missing) > 5 else ''}")
+    declared = {v.name: v for v in model.graph.output}
+    del model.graph.output[:]
+    model.graph.output.extend([declared.get(name) or onnx.ValueInfoProto(name=name) for name in wanted])
     return model.SerializeToString()
 
 
@@ -61,12 +68,18 @@ class OnnxRuntimeRunner(Runner):
     def __init__(self, model: str | Path | bytes, threads: int | None = 1):
         super().__init__()
         self.path = None if isinstance(model, bytes) else Path(model)
+        self._source, self._threads = model, threads
         self.session = make_session(model, threads)
         self.inputs = [_tensor_info(a) for a in self.session.get_inputs()]
         self.outputs = [_tensor_info(a) for a in self.session.get_outputs()]
         self._names = [t.name for t in self.inputs]
         first = self.inputs[0].shape[0] if self.inputs and self.inputs[0].shape else None
         self._chunk = 1 if first == 1 else CHUNK
+
+    def with_outputs(self, names: list[str] | str) -> OnnxRuntimeRunner:
+        """Tensor names of the graph, or EVERY_TENSOR (its outputs, then every node's, in graph order)."""
+        blob = self._source if isinstance(self._source, bytes) else Path(self._source).read_bytes()
+        return OnnxRuntimeRunner(with_graph_outputs(blob, names), self._threads)
 
     def _run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         count = len(feeds[0])

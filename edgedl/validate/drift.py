@@ -84,37 +84,39 @@ def _tflite_drift(model, inputs, manifest, model_dir) -> list[dict]:
 
     with tflite.integer_layer_norm():  # the graph export makes, LayerNormalization included
         debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_data)
-    _run_in_litert(debugger)
-    debugger.run()
+    return _numeric_verify_rows(debugger.quant_model, inputs)
+
+
+def _numeric_verify_rows(debug_model: bytes, inputs) -> list[dict]:
+    """The debugger's layer statistics, computed in LiteRT, the interpreter edgedl validates with.
+
+    The debug model carries a NumericVerify op after each quantized tensor: its output is the
+    difference between the int8 op's dequantized result and the float op's result on the same
+    inputs. Each one is read through the Runner (``with_outputs``) on every sample, and reduced as
+    tf.lite.experimental.QuantizationDebugger does (a statistic per sample, NaN-mean over samples).
+    Each sample starts from a reset state, as in every Runner: the debugger's own loop carried a
+    fused LSTM's h/c from one sample into the next (measured: identical numbers otherwise).
+    TF's own interpreter with XNNPACK, which the debugger would pick, computes int8 BATCH_MATMUL up
+    to 21 quantization steps off (measured on an attention model; LiteRT is within 0.5 steps), which
+    would blame attention layers for an error that is not there."""
+    from ..runners.litert import LiteRTRunner
+
+    with LiteRTRunner(debug_model) as runner:
+        graph = runner.flatbuffer.main
+        verify = [graph.output_of(op) for op in graph.ops if op.label == "NumericVerify"]
+        if not verify:
+            raise ValueError("the debug model has no NumericVerify op")
+        with runner.with_outputs([t.index for t in verify]) as tapped:
+            diffs = tapped.infer(inputs)
     rows = []
-    for tensor, stats in debugger.layer_statistics.items():
-        scale = _tensor_scale(debugger, tensor)
-        rmse = float(np.sqrt(stats.get("mean_squared_error", 0.0)))
-        rows.append({"tensor": tensor, "metric": "rmse/scale", "score": rmse / scale if scale else rmse,
-                     "rmse": rmse, "max_abs_error": float(stats.get("max_abs_error", 0.0)), "scale": scale})
+    for tensor, values in zip(verify, diffs, strict=True):
+        per_sample = values.reshape(len(values), -1)
+        rmse = float(np.sqrt(np.nanmean(np.mean(per_sample**2, axis=1))))
+        scale = tensor.scale
+        rows.append({"tensor": tensor.name, "metric": "rmse/scale", "score": rmse / scale if scale else rmse,
+                     "rmse": rmse, "max_abs_error": float(np.nanmean(np.max(np.abs(per_sample), axis=1))),
+                     "scale": scale})
     return rows
-
-
-def _run_in_litert(debugger) -> None:
-    """Have the debugger run its quantized model in LiteRT, the interpreter edgedl validates with.
-
-    Its own choice, tf.lite.Interpreter (TF 2.21) with XNNPACK, computes int8 BATCH_MATMUL up to 21
-    quantization steps off (measured on an attention model; LiteRT, and TF's interpreter without
-    XNNPACK, are within 0.5 steps), which would blame attention layers for an error that is not there.
-    The debugger exposes no option for this: its interpreter attribute is replaced, then its
-    statistics are re-initialised for the new interpreter (TF 2.21 internals)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    debugger._quant_interpreter = Interpreter(model_content=debugger.quant_model)
-    debugger._initialize_stats()
-
-
-def _tensor_scale(debugger, tensor_name: str) -> float:
-    for detail in debugger._quant_interpreter.get_tensor_details():
-        if detail["name"] == tensor_name:
-            scales = detail.get("quantization_parameters", {}).get("scales", [])
-            return float(scales[0]) if len(scales) else float(detail["quantization"][0])
-    return 0.0
 
 
 # ---------------------------------------------------------------- ONNX
@@ -141,10 +143,10 @@ def _onnx_drift(artifact: Path, inputs) -> list[dict]:
 
 def _all_tensors(path: Path, inputs) -> dict:
     """Every float tensor of the graph on ``inputs``, by name (run bounded: the file is the user's)."""
-    from ..runners.isolation import isolated_bytes
-    from ..runners.onnxrt import with_every_tensor
+    from ..runners.base import EVERY_TENSOR
+    from ..runners.isolation import IsolatedRunner
 
-    with isolated_bytes(with_every_tensor(path.read_bytes()), ".onnx", "onnxruntime") as runner:
+    with IsolatedRunner(path, "onnxruntime", outputs=EVERY_TENSOR) as runner:
         values = runner.run(runner.prepare(inputs))
         return {spec.name: value for spec, value in zip(runner.outputs, values, strict=True)
                 if spec.dtype.startswith("float")}
