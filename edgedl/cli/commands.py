@@ -337,6 +337,11 @@ def bench(artifacts, threads, batch, warmup, runs, min_time, pin_cpu, backend, n
     load + allocate), first inference, steady-state min/p50/p90/p99/mean/std, throughput, peak
     RSS and its growth over the bare process. Defaults are what a phone or Pi app does: batch 1,
     one thread.
+
+    Each timed call is the runtime's own call (invoke() / run()) on one input set beforehand
+    (uniform [0, 1) random values): outputs are not read back. A stateful model (a fused TFLite
+    LSTM) has its state reset inside every timed call, as a device pays between independent
+    inferences. LSTM latency depends on the input's content (LiteRT skips all-zero vectors).
     """
     from rich.console import Console
 
