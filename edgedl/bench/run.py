@@ -68,7 +68,9 @@ def _measure(path: Path, backend: str, threads: int, batch: int, options: BenchO
             "pin_cpu": options.pin_cpu, "xnnpack": options.xnnpack, "seed": options.seed}
     row = {"artifact": path.name, "path": str(path), "backend": backend, "threads": threads, "batch": batch,
            "xnnpack": options.xnnpack if backend == "litert" else None, "size": path.stat().st_size,
-           "precision": precision_of(path) or "?"}
+           "precision": precision_of(path) or "?",
+           # LiteRT's LSTM kernels skip all-zero vectors: an LSTM's latency depends on what it is fed
+           "inputs": f"uniform [0, 1) seed {options.seed}, set once before the timed calls"}
     raw = _run_child(spec)
     if "error" in raw:
         return row | {"error": raw["error"]}

@@ -410,6 +410,11 @@ def bench(artifacts, threads, batch, warmup, runs, min_time, pin_cpu, backend, n
     RSS and its growth over the bare process. Defaults are what a phone or Pi app does: batch 1,
     one thread.
 
+    Each timed call is the runtime's own call (invoke() / run()) on one input set beforehand
+    (uniform [0, 1) random values): outputs are not read back. A stateful model (a fused TFLite
+    LSTM) has its state reset inside every timed call, as a device pays between independent
+    inferences. LSTM latency depends on the input's content (LiteRT skips all-zero vectors).
+
     With --ssh or --devices, one .tflite ARTIFACT or bundle folder is timed on your own Linux
     devices instead: copied into one temporary folder on each, then fresh `run.py --bench` processes
     measure cold start (process start to first prediction), p50/p90/p99 after warm-up, and peak

@@ -6,7 +6,8 @@ scoring):
 - ``infer(inputs)``: float arrays in, float arrays out, whole batches;
 - ``prepare(inputs)`` → feeds in the model's own dtypes (quantized with each tensor's scale and
   zero point), ``run(feeds)`` → raw outputs in the model's dtypes, ``dequantize(raw)`` → floats;
-- ``step(feeds)``: one call on prepared feeds, the unit a benchmark times;
+- ``step(feeds)``: one call on prepared feeds; ``stepper(feeds)`` binds it once into a call without
+  arguments, the unit a benchmark times (the runtime's own call, plus a stateful model's state reset);
 - ``set_batch(n)``: resize a fixed-batch model where the runtime allows it;
 - ``with_outputs(names)``: a runner over the same model whose outputs are the named tensors,
   intermediate ones included (``EVERY_TENSOR`` for all of them), so per-layer drift and calibration
@@ -17,7 +18,9 @@ A backend implements only loading and ``_run`` (and, where it differs, ``_step``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -97,6 +100,11 @@ class Runner:
     def step(self, feeds: list[np.ndarray]) -> None:
         """One inference on prepared feeds, outputs left in the runtime: what a benchmark times."""
         self._step(feeds)
+
+    def stepper(self, feeds: list[np.ndarray]) -> Callable[[], object]:
+        """``step(feeds)`` bound once, for a timed loop: the runtime's call and what a device pays every
+        inference (a stateful model's state reset), with the feeding and lookups done here, untimed."""
+        return partial(self._step, feeds)
 
     def set_batch(self, batch: int) -> None:
         """Make the model take ``batch`` samples per call; runtimes with a dynamic batch need nothing."""

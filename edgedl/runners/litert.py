@@ -226,6 +226,22 @@ class LiteRTRunner(Runner):
             self.interpreter.reset_all_variables()
         self.interpreter.invoke()
 
+    def stepper(self, feeds: list[np.ndarray]):
+        """Inputs set once, outside the timed call; the call is invoke(), after reset_all_variables() for a
+        stateful model: exactly what a bare loop or a device app does per inference."""
+        for detail, x in zip(self._in, feeds, strict=True):
+            self.interpreter.set_tensor(detail["index"], x)
+        self._fed = feeds
+        interpreter = self.interpreter
+        if not self.stateful:
+            return interpreter.invoke
+
+        def reset_and_invoke() -> None:
+            interpreter.reset_all_variables()
+            interpreter.invoke()
+
+        return reset_and_invoke
+
     def ops(self) -> list[str]:
         """Every operator of the main graph, in order (builtin names, e.g. CONV_2D; a custom op's name)."""
         return self.flatbuffer.op_names(subgraph=0)

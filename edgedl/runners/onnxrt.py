@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,10 @@ class OnnxRuntimeRunner(Runner):
 
     def _step(self, feeds: list[np.ndarray]) -> None:
         self.session.run(None, dict(zip(self._names, feeds, strict=True)))
+
+    def stepper(self, feeds: list[np.ndarray]):
+        """session.run on a feed dict built once (``step`` builds it every call)."""
+        return partial(self.session.run, None, dict(zip(self._names, feeds, strict=True)))
 
     def _release(self) -> None:
         self.session = None
