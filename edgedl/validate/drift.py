@@ -14,7 +14,8 @@ import numpy as np
 
 from ..core.env import quiet_output
 from ..core.metrics import sqnr_db
-from ..runners.modelio import layer_classes, layer_for
+from ..runners.modelio import layer_classes
+from .drift_names import by_layer, debugger_tensor, onnx_producers, owner
 
 DEBUG_SAMPLES = 64
 
@@ -30,26 +31,44 @@ def layer_drift(model_path, files, reference, reports, manifest, model_dir, opti
             continue
         try:
             with quiet_output():
-                rows = _drift_rows(model, artifact, inputs, manifest, model_dir)
+                rows, producers = _drift_rows(model, artifact, inputs, manifest, model_dir)
         except Exception as exc:  # drift is diagnostic: report why it is missing, never fail validation
-            drift[artifact.name] = {"error": f"{exc.__class__.__name__}: {str(exc)[:200]}"}
-            say(f"  drift for {artifact.name} unavailable: {exc.__class__.__name__}: {str(exc)[:120]}")
+            why = unavailable_reason(artifact, exc)
+            drift[artifact.name] = {"error": why, "detail": f"{exc.__class__.__name__}: {str(exc)[:200]}"}
+            say(f"  drift for {artifact.name} unavailable: {why}")
             continue
         for row in rows:
-            row["layer"] = layer_for(row["tensor"], layer_names)
-        worst = sorted(rows, key=lambda r: r["score"], reverse=True)[: options.top_k]
-        drift[artifact.name] = {"metric": rows[0]["metric"] if rows else None, "tensors": rows, "worst": worst}
+            row["layer"], row["inserted"] = owner(row.get("graph_tensor", row["tensor"]), layer_names, producers)
+        layers = by_layer(rows)
+        worst = layers[: options.top_k]
+        drift[artifact.name] = {"metric": rows[0]["metric"] if rows else None, "tensors": rows, "worst": worst,
+                                "layers": layers}
         say(f"  worst layers of {artifact.name}:")
         for row in worst:
             value = row["sqnr_db"] if row["metric"] == "sqnr_db" else row["score"]
-            say(f"    {row['layer'] or '?':<16} {row['metric']} {value:8.3g}   {row['tensor'][:70]}")
+            say(f"    {row['layer']:<24} {row['metric']} {value:8.3g}   ({row['tensors']} tensors)")
     return drift
 
 
-def _drift_rows(model, artifact, inputs, manifest, model_dir) -> list[dict]:
+def unavailable_reason(artifact: Path, exc: Exception) -> str:
+    """One plain sentence for a report, never a Python exception's text (that stays in ``detail``)."""
+    from ..core.errors import EdgedlError
+
+    if isinstance(exc, FileNotFoundError) and artifact.suffix == ".onnx":
+        return "the float ONNX model exported beside it is needed to compare layer by layer, and it is missing"
+    if isinstance(exc, EdgedlError):
+        return exc.one_line()
+    if artifact.suffix == ".tflite":
+        return ("TensorFlow's quantization debugger could not re-quantize this model layer by layer; "
+                "the whole-model parity above still holds")
+    return "its intermediate tensors could not be compared with the float model's; the whole-model parity above still holds"
+
+
+def _drift_rows(model, artifact, inputs, manifest, model_dir) -> tuple[list[dict], dict]:
+    """(rows, producers): the drift rows and each tensor's upstream tensors, for naming by layer."""
     if artifact.suffix == ".tflite":
         return _tflite_drift(model, inputs, manifest, model_dir)
-    return _onnx_drift(artifact, inputs)
+    return _onnx_drift(artifact, inputs), onnx_producers(artifact)
 
 
 def _load(model_path):
@@ -62,7 +81,7 @@ def _load(model_path):
 
 # ---------------------------------------------------------------- TFLite
 
-def _tflite_drift(model, inputs, manifest, model_dir) -> list[dict]:
+def _tflite_drift(model, inputs, manifest, model_dir) -> tuple[list[dict], dict]:
     """RMSE / scale per quantized tensor, from tf.lite.experimental.QuantizationDebugger."""
     import tensorflow as tf
 
@@ -81,17 +100,27 @@ def _tflite_drift(model, inputs, manifest, model_dir) -> list[dict]:
         for i in range(len(inputs[0])):
             yield [x[i : i + 1].astype(np.float32) for x in inputs]
 
+    # The float tensor's mean square, beside the debugger's own mean squared error, gives SQNR.
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        layer_direct_compare_metrics={"signal_power": lambda f, q, scale, zero: float(np.mean(np.square(f)))})
     with tflite.integer_layer_norm():  # the graph export makes, LayerNormalization included
-        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_data)
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_data,
+                                                             debug_options=options)
     _run_in_litert(debugger)
     debugger.run()
     rows = []
     for tensor, stats in debugger.layer_statistics.items():
         scale = _tensor_scale(debugger, tensor)
-        rmse = float(np.sqrt(stats.get("mean_squared_error", 0.0)))
-        rows.append({"tensor": tensor, "metric": "rmse/scale", "score": rmse / scale if scale else rmse,
-                     "rmse": rmse, "max_abs_error": float(stats.get("max_abs_error", 0.0)), "scale": scale})
-    return rows
+        mse = float(stats.get("mean_squared_error", 0.0))
+        rmse = float(np.sqrt(mse))
+        signal = float(stats.get("signal_power", 0.0))
+        sqnr = 10 * np.log10(signal / mse) if mse > 0 and signal > 0 else None
+        rows.append({"tensor": tensor, "graph_tensor": debugger_tensor(debugger, tensor), "metric": "rmse/scale",
+                     "score": rmse / scale if scale else rmse, "rmse": rmse, "sqnr_db": sqnr,
+                     "max_abs_error": float(stats.get("max_abs_error", 0.0)), "scale": scale})
+    from .drift_names import tflite_producers
+
+    return rows, tflite_producers(debugger.quant_model)
 
 
 def _run_in_litert(debugger) -> None:
@@ -144,6 +173,14 @@ def _all_tensors(path: Path, inputs) -> dict:
     from ..runners.onnxrt import with_every_tensor
 
     with isolated_bytes(with_every_tensor(path.read_bytes()), ".onnx", "onnxruntime") as runner:
-        values = runner.run(runner.prepare(inputs))
-        return {spec.name: value for spec, value in zip(runner.outputs, values, strict=True)
-                if spec.dtype.startswith("float")}
+        floats = [i for i, spec in enumerate(runner.outputs) if spec.dtype.startswith("float")]
+        # One sample per call, joined here: a recurrent graph's inner tensors (an LSTM's per-step
+        # state, a Shape) do not all carry the batch on their first axis, so joining whole batches
+        # on axis 0 fails; a tensor whose shape differs between samples is left out.
+        samples = [runner.run(runner.prepare([x[i : i + 1] for x in inputs])) for i in range(len(inputs[0]))]
+        joined = {}
+        for i in floats:
+            parts = [np.asarray(values[i]) for values in samples]
+            if all(p.shape == parts[0].shape for p in parts):
+                joined[runner.outputs[i].name] = np.stack(parts)
+        return joined
