@@ -52,10 +52,23 @@ def launch(artifact: Path, files: list[Path], host: str, port: int, open_browser
         raise UsageError(f"Model Explorer {_version()} has no built-in ONNX adapter, so it cannot open {artifact.name}",
                          hint="use --export DIR and load the files in a Model Explorer with an ONNX extension")
     explorer = model_explorer()
+    _no_update_check()
     config = explorer.config().add_model_from_path(str(artifact.resolve()))
     for path in files:
         config.add_node_data_from_path(str(path.resolve()))
     explorer.visualize_from_config(config, host=host, port=port, no_open_in_browser=not open_browser)
+
+
+def _no_update_check() -> None:
+    """Model Explorer 0.1.34 asks GitHub for a newer release once its server is up; edgedl makes no
+    network request at run time, so that check is switched off (a no-op when the module changes)."""
+    try:
+        from model_explorer import server
+    except ImportError:
+        return
+    if hasattr(server, "_check_new_version"):
+        server._check_new_version = lambda print_msg=True: {"version": "", "runningVersion": _version(),
+                                                            "releaseUrl": "", "desktopAppUrl": ""}
 
 
 def _version() -> str:
