@@ -81,7 +81,7 @@ def test_explore_export_writes_overlays_keyed_by_model_explorer_nodes(tiny_expor
     artifact = tiny_exports["cnn"] / "cnn_int8.tflite"  # its validation.json holds the drift above
     code, out, err = run_cli(["explore", tiny_exports["cnn"].parent, "--export", tmp_path / "ov"], capsys)
     assert code == 0, err
-    files = {p.name: json.loads(p.read_text()) for p in (tmp_path / "ov").glob("*.json")}
+    files = {p.name: json.loads(p.read_text()) for p in (tmp_path / "ov").glob("cnn_*.json")}
     assert set(files) == {f"{artifact.name}.{k}.json" for k in ("precision", "drift_steps", "drift_sqnr")}
     steps = files[f"{artifact.name}.drift_steps.json"]
     assert steps["results"] and all(v["value"] >= 0 for v in steps["results"].values())

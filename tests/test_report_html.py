@@ -119,7 +119,7 @@ def test_report_in_headless_chromium(summary, tmp_path):
                       "f.dispatchEvent(new Event('input'))")
         shown = page.evaluate("[...document.querySelectorAll('#artifacts tbody tr')].filter(r => !r.hidden)"
                               ".map(r => r.cells[1].textContent)")
-        assert shown == ["lstm_fp32.onnx", "lstm_int8.onnx"]
+        assert sorted(shown) == ["lstm_fp32.onnx", "lstm_int8.onnx"]
         # labels as drawn: no two boxes of one plot intersect
         boxes = page.evaluate("[...document.querySelectorAll('svg.plot')].map(s => [...s.querySelectorAll("
                               "'.plot-label')].map(g => {const r = g.getBoundingClientRect(); "
