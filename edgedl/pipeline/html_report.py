@@ -40,7 +40,7 @@ input.filter{font:inherit;padding:3px 8px;width:280px;border:1px solid var(--lin
 figure{margin:.5em 0 1em}figcaption{color:var(--mute);font-size:.9em}
 .plot{max-width:100%;height:auto;font:11px system-ui,sans-serif}.plot .frame{fill:none;stroke:#aab}
 .plot .grid{stroke:#eceef1}.plot .tick{fill:#556}.plot .axis{fill:#334;font-size:12px}
-.plot .front{fill:none;stroke:#333;stroke-dasharray:5 4}.plot .leader{stroke:#b8bcc4}
+.plot .front{fill:none;stroke:#333;stroke-dasharray:5 4}.plot .front-mark{fill:none;stroke:#333;stroke-dasharray:3 2}.plot .leader{stroke:#b8bcc4}
 .plot .point{fill-opacity:.75;stroke:#fff}.plot .plot-label rect{fill:#fff;stroke:#d8dbe0}
 .plot .plot-label text{fill:#222}.plot .box rect{fill:#cfe0f5;stroke:#1f4e9c}.plot .whisker{stroke:#1f4e9c}
 .plot .median{stroke:#0b2350;stroke-width:2}.plot .bar rect{fill:#e39b54}.plot .value{fill:#444}
@@ -201,7 +201,7 @@ def _tradeoff(recipe: dict) -> str:
               if r.get("p50_us") and r.get("candidate_accuracy") is not None]
     plot = svg.tradeoff(points, f"{recipe['name']}: accuracy vs latency")
     return (f"<figure>{plot}<figcaption>Accuracy vs p50 latency of {escape(recipe['name'])}'s artifacts; marker area ∝ "
-            "file size; dashed: this model's Pareto front; blue: shipped (★); red: fails a gate. Hover a marker "
+            "file size; dashed ring and line: this model's Pareto front (no other artifact is both faster and more accurate); blue: shipped (★); red: fails a gate. Hover a marker "
             "for its numbers.</figcaption></figure>") if plot else ""
 
 

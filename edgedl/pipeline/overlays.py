@@ -80,7 +80,9 @@ def build(artifact: Path, drift: dict | None) -> dict[str, dict]:
         overlays["drift_sqnr"] = {"name": f"{artifact.name}: SQNR vs float (dB, lower is worse)",
                                   "results": {k: {"value": v} for k, v in sqnr.items()},
                                   "thresholds": SQNR_THRESHOLDS}
-    return overlays
+    # Model Explorer paints the nodes with the overlay added last: drift in steps, where there is one.
+    order = ("precision", "drift_sqnr", "drift_steps")
+    return {name: overlays[name] for name in order if name in overlays}
 
 
 def write(artifact: Path, drift: dict | None, folder: Path) -> list[Path]:

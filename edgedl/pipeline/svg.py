@@ -16,11 +16,15 @@ FONT = 11
 PASS, FAIL, SHIP = "#2f7d4f", "#c0392b", "#1f4e9c"
 
 
-def _ticks_log(lo: float, hi: float) -> list[float]:
-    ticks = []
-    for exp in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
-        ticks += [m * 10**exp for m in (1, 2, 5) if lo <= m * 10**exp <= hi]
-    return ticks or [lo, hi]
+def _ticks_log(lo: float, hi: float, most: int = 7) -> list[float]:
+    """1-2-5 ticks per decade; over a wide range only powers of ten (every other one if still too many),
+    so that tick labels keep their distance."""
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    for marks in ((1, 2, 5), (1, 3), (1,)):
+        ticks = [m * 10**exp for exp in decades for m in marks if lo <= m * 10**exp <= hi]
+        if len(ticks) <= most:
+            return ticks or [lo, hi]
+    return ticks[::2]
 
 
 def _ticks_lin(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -121,6 +125,8 @@ def tradeoff(points: list[dict], title: str) -> str:
                + ("" if p["passed"] else " — fails a gate"))
         out.append(f"<line class='leader' x1='{px(lat[i]) + r:.1f}' y1='{py(acc[i]):.1f}' x2='{col_x - 2}' "
                    f"y2='{y - 4:.1f}'/>")
+        if i in front:
+            out.append(f"<circle class='front-mark' cx='{px(lat[i]):.1f}' cy='{py(acc[i]):.1f}' r='{r + 3:.1f}'/>")
         out.append(f"<circle class='point' data-artifact='{escape(p['label'])}' cx='{px(lat[i]):.1f}' "
                    f"cy='{py(acc[i]):.1f}' r='{r:.1f}' fill='{colour}'><title>{escape(tip)}</title></circle>")
         out.append(_label(col_x, y, p["label"] + (" ★" if p.get("ship") else "")))
