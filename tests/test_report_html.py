@@ -137,3 +137,26 @@ def test_report_in_headless_chromium(summary, tmp_path):
         (ARTEFACTS / "report.pdf").write_bytes(__import__("base64").b64decode(pdf))
         assert (ARTEFACTS / "report.pdf").read_bytes().startswith(b"%PDF")
         assert page.console_errors() == []
+
+
+def test_rescue_and_microcontroller_sections_appear_with_data(summary):
+    assert "Rescue ladder" not in to_html(summary, "") and "Microcontroller" not in to_html(summary, "")
+    board = copy.deepcopy(summary)
+    board["target"] = "nano33ble"
+    cnn = next(r for r in board["recipes"] if r["name"] == "cnn")
+    cnn["ship"] = "cnn_int8.tflite"
+    # as `edgedl pipeline --target nano33ble` recorded them (2026-12-05)
+    cnn["mcu"] = {"cnn_int8.tflite": {"passed": True, "why": None, "ram": 32688, "flash": 746012, "arena": 31904,
+                                      "max_steps": 1, "seconds_per_inference": 0.0030324,
+                                      "fit": {"board": "Arduino Nano 33 BLE Sense", "fits": True,
+                                              "ram_headroom": 163920, "flash_headroom": 40420}}}
+    cnn["rescue"] = {"cnn_int8.onnx": {"format": "onnx", "ptq": {"agreement": 0.97, "candidate_accuracy": 0.85},
+                                       "rungs": [{"rung": "calibration", "passed": False, "artifact": None,
+                                                  "note": "activation ranges: entropy"},
+                                                 {"rung": "keep_float", "passed": True, "artifact": "cnn_int8_mixed.onnx",
+                                                  "agreement": 0.995, "layers": ["probs"]}]}}
+    page = to_html(board, "")
+    assert "Rescue ladder" in page and "cnn_int8_mixed.onnx" in page and "float: probs" in page
+    mcu = re.search(r"<table id='mcu-cnn'.*?</table>", page).group(0)
+    assert "3,032" in mcu and "31.9" in mcu and "+160.1" in mcu  # µs per inference, RAM KB, RAM headroom KB
+    assert "under TFLite Micro (3,032 µs per inference)" in page and "fits nano33ble" in page
