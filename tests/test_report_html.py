@@ -136,6 +136,11 @@ def test_report_in_headless_chromium(summary, tmp_path):
         pdf = page.call("Page.printToPDF", printBackground=True)["data"]
         (ARTEFACTS / "report.pdf").write_bytes(__import__("base64").b64decode(pdf))
         assert (ARTEFACTS / "report.pdf").read_bytes().startswith(b"%PDF")
+        # printed on A4 (794 CSS px): no table runs off the page and the filter boxes are gone
+        page.call("Emulation.setDeviceMetricsOverride", width=794, height=1123, deviceScaleFactor=1, mobile=False)
+        page.call("Emulation.setEmulatedMedia", media="print")
+        assert page.evaluate("[...document.querySelectorAll('table')].every(t => t.scrollWidth <= 794)")
+        assert page.evaluate("[...document.querySelectorAll('input.filter')].every(i => i.offsetParent === null)")
         assert page.console_errors() == []
 
 

@@ -46,7 +46,7 @@ figure{margin:.5em 0 1em}figcaption{color:var(--mute);font-size:.9em}
 .plot .median{stroke:#0b2350;stroke-width:2}.plot .bar rect{fill:#e39b54}.plot .value{fill:#444}
 pre{background:#f4f5f7;padding:1em;overflow:auto}
 @media print{body{max-width:none;padding:0;font-size:11px}input.filter,.noprint{display:none}
-th{position:static}h2{break-before:page}section.summary h2{break-before:auto}
+th{position:static}th,td{white-space:normal;padding:2px 3px}table{font-size:9px}h2{break-before:page}section.summary h2{break-before:auto}
 figure,table,.card{break-inside:avoid}a{color:inherit;text-decoration:none}}
 @page{margin:12mm}
 """
