@@ -3,7 +3,9 @@
 TFLite: TensorFlow's quantization debugger re-runs the int8 model with float references at every
 quantized tensor and reports RMSE in units of each tensor's scale. ONNX: every intermediate tensor
 that the float and the int8 graph share is exposed as an output of both, and compared by SQNR.
-Tensor names are mapped back to Keras layer names where a layer's name appears in them.
+TFLite tensors also get SQNR (the float tensor's power over the debugger's mean squared error).
+Every tensor is named by the Keras layer that produced it (``drift_names.py``: converter-inserted
+nodes are followed upstream to their layer), and reports list one row per layer, worst first.
 """
 
 from __future__ import annotations
