@@ -23,8 +23,10 @@ from pathlib import Path
 from ..core.files import write_text
 from ..validate.drift_names import graph_name
 
-STEPS_THRESHOLDS = [{"value": 0.5, "bgColor": "#cdebd6"}, {"value": 1.0, "bgColor": "#f6eeb4"},
-                    {"value": 2.0, "bgColor": "#f7c99a"}, {"value": 1e12, "bgColor": "#f1998e"}]
+# Rounding alone leaves an RMSE of 1/sqrt(12) ≈ 0.29 steps (uniform error over one step): green up to
+# that, then yellow to twice that, orange to a whole step, red beyond.
+STEPS_THRESHOLDS = [{"value": 0.3, "bgColor": "#cdebd6"}, {"value": 0.6, "bgColor": "#f6eeb4"},
+                    {"value": 1.0, "bgColor": "#f7c99a"}, {"value": 1e12, "bgColor": "#f1998e"}]
 SQNR_THRESHOLDS = [{"value": 20.0, "bgColor": "#f1998e"}, {"value": 30.0, "bgColor": "#f7c99a"},
                    {"value": 40.0, "bgColor": "#f6eeb4"}, {"value": 1e12, "bgColor": "#cdebd6"}]
 PRECISION_COLOURS = {"int8": "#cdebd6", "uint8": "#cdebd6", "int16": "#cfe0f5", "int32": "#e6e6e6",
