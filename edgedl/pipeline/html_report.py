@@ -15,6 +15,7 @@ from html import escape
 from ..core.env import machine_fingerprint
 from . import svg
 from .gates import rows
+from .overlays import SQNR_THRESHOLDS, STEPS_THRESHOLDS
 
 # Which gate judges which column of the parity matrix (pipeline/gates.py names them).
 GATE_OF_COLUMN = {"size": "max_size_kb", "agreement": "min_agreement", "accuracy_delta": "max_accuracy_drop",
@@ -43,7 +44,7 @@ figure{margin:.5em 0 1em}figcaption{color:var(--mute);font-size:.9em}
 .plot .front{fill:none;stroke:#333;stroke-dasharray:5 4}.plot .front-mark{fill:none;stroke:#333;stroke-dasharray:3 2}.plot .leader{stroke:#b8bcc4}
 .plot .point{fill-opacity:.75;stroke:#fff}.plot .plot-label rect{fill:#fff;stroke:#d8dbe0}
 .plot .plot-label text{fill:#222}.plot .box rect{fill:#cfe0f5;stroke:#1f4e9c}.plot .whisker{stroke:#1f4e9c}
-.plot .median{stroke:#0b2350;stroke-width:2}.plot .bar rect{fill:#e39b54}.plot .value{fill:#444}
+.plot .median{stroke:#0b2350;stroke-width:2}.plot .bar rect{fill:#e39b54;stroke:#8a6d4a;stroke-width:.5}.plot .value{fill:#444}
 pre{background:#f4f5f7;padding:1em;overflow:auto}
 @media print{body{max-width:none;padding:0;font-size:11px}input.filter,.noprint{display:none}
 th{position:static}th,td{white-space:normal;padding:2px 3px}table{font-size:9px}h2{break-before:page}section.summary h2{break-before:auto}
@@ -225,12 +226,12 @@ def _drift(recipe: dict) -> str:
         if entry.get("metric") == "sqnr_db":
             items = [(row["layer"] or "inserted by the converter", max(60.0 - row["sqnr_db"], 0.0),
                       f"{row['layer']}: SQNR {row['sqnr_db']:.1f} dB (worst of {row.get('tensors', 1)} tensors; "
-                      f"60 dB − SQNR drawn)") for row in layers]
+                      f"60 dB − SQNR drawn)", _colour(row["sqnr_db"], SQNR_THRESHOLDS)) for row in layers]
             axis = "60 dB − SQNR against the float ONNX model (longer is worse)"
         else:
             items = [(row["layer"] or "inserted by the converter", row["score"],
                       f"{row['layer']}: RMSE {row['score']:.3g} quantization steps (worst of "
-                      f"{row.get('tensors', 1)} tensors)") for row in layers]
+                      f"{row.get('tensors', 1)} tensors)", _colour(row["score"], STEPS_THRESHOLDS)) for row in layers]
             axis = "RMSE against float, in quantization steps of the tensor (longer is worse)"
         plot = svg.bars(items, f"{artifact}: per-layer drift", axis)
         plot += (f"<p class='muted'>On the graph: <code>edgedl explore {escape(recipe['run_dir'])}/exports/"
@@ -239,6 +240,11 @@ def _drift(recipe: dict) -> str:
         parts.append(f"<figure class='drift' data-artifact='{escape(artifact)}'><figcaption><b>{escape(artifact)}"
                      f"</b>, by Keras layer</figcaption>{plot}</figure>")
     return "".join(parts)
+
+
+def _colour(value: float, thresholds: list[dict]) -> str | None:
+    """The colour Model Explorer gives ``value`` on the graph (the same thresholds as the overlays)."""
+    return next((t["bgColor"] for t in thresholds if value <= t["value"]), None)
 
 
 def _rescue(recipe: dict) -> str:

@@ -167,19 +167,20 @@ def latency_boxes(series: list[tuple[str, list[float]]], title: str) -> str:
     return "".join(out)
 
 
-def bars(items: list[tuple[str, float, str]], title: str, axis: str) -> str:
-    """Horizontal bars, one per (label, value, hover text), in the given order; values ≥ 0."""
+def bars(items: list[tuple], title: str, axis: str) -> str:
+    """Horizontal bars, one per (label, value, hover text[, fill colour]), in the given order; values ≥ 0."""
     if not items:
         return ""
     left, top, plot_w, row = 220, 10, 400, 20
     width, height = left + plot_w + 70, top + row * len(items) + 36
-    hi = max(v for _, v, _ in items) or 1.0
+    hi = max(item[1] for item in items) or 1.0
     out = [f"<svg class='plot bars' viewBox='0 0 {width} {height}' width='{width}' height='{height}' "
            f"role='img' aria-label='{escape(title)}'><title>{escape(title)}</title>"]
-    for k, (name, value, tip) in enumerate(items):
+    for k, (name, value, tip, *colour) in enumerate(items):
         y = top + row * k
         w = plot_w * value / hi
-        out.append(f"<g class='bar'><title>{escape(tip)}</title><rect x='{left}' y='{y + 3}' width='{max(w, 1):.1f}' "
+        fill = f" style='fill:{colour[0]}'" if colour and colour[0] else ""
+        out.append(f"<g class='bar'><title>{escape(tip)}</title><rect{fill} x='{left}' y='{y + 3}' width='{max(w, 1):.1f}' "
                    f"height='{row - 6}'/><text class='value' x='{left + w + 4:.1f}' y='{y + row - 6}'>{value:.3g}"
                    "</text></g>")
         out.append(_label(left - 8, y + row - 6, name, anchor="end"))
