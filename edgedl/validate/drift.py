@@ -98,9 +98,13 @@ def _tflite_drift(model, inputs, manifest, model_dir) -> tuple[list[dict], dict]
     converter = tflite.converter_for(model)
     tflite.configure(converter, "int8", calibration, "float", allow_flex=False)
 
+    # Each input in the model's own dtype: token ids stay integers (an Embedding's input is int32).
+    dtypes = [np.dtype(str(getattr(t, "dtype", "float32"))) for t in model.inputs]
+
     def debug_data():
         for i in range(len(inputs[0])):
-            yield [x[i : i + 1].astype(np.float32) for x in inputs]
+            yield [x[i : i + 1].astype(dtype if dtype.kind in "iu" else np.float32)
+                   for x, dtype in zip(inputs, dtypes, strict=True)]
 
     # The float tensor's mean square, beside the debugger's own mean squared error, gives SQNR.
     options = tf.lite.experimental.QuantizationDebugOptions(
