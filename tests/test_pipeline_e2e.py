@@ -43,7 +43,11 @@ def test_pipeline_report_and_incremental_rerun(tmp_path, capsys, monkeypatch):
                     "## Reproduce", "![tradeoff](plots/tradeoff.png)", "edgedl bundle"):
         assert section in report
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3 and "<table>" in html
+    assert html.count("<svg class='plot tradeoff'") == 3 and "<table id='artifacts'" in html
+    assert not re.search(r"""(src|href)\s*=\s*['"](?!#)""", html)  # self-contained: nothing fetched
+    # Model Explorer overlays beside the report, for every int8 artifact
+    assert (out / "overlays" / "cnn_int8.tflite.drift_steps.json").is_file()
+    assert (out / "overlays" / "lstm_int8.onnx.drift_sqnr.json").is_file()
     suites = ElementTree.parse(out / "junit.xml").getroot()
     assert len(suites.findall("testsuite")) == 3 and suites.findall(".//testcase")
     # for a board, the int8 TFLite model ships, with its firmware folder sized for that board

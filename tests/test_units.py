@@ -14,7 +14,7 @@ from edgedl.core.errors import UsageError
 from edgedl.export.plan import parse_targets, plan_targets
 from edgedl.pipeline.cache import StepCache, step_key
 from edgedl.pipeline.gates import failed_gate_message, judge_gates, recommend
-from edgedl.pipeline.report import pareto_front, to_html
+from edgedl.pipeline.report import pareto_front
 from edgedl.recipe import DEFAULT_TARGETS, TRAIN_SETTINGS, load_recipe, train_config
 from edgedl.validate.parity import align_outputs
 
@@ -204,18 +204,6 @@ def test_align_outputs_by_name_then_by_shape():
     assert tflite[0][0] is a and tflite[1] == ["output_0", "output_1"]  # TFLite's output_i is Keras output i
     same = [np.zeros((2, 3)), np.ones((2, 3))]
     assert align_outputs(["x", "y"], [(2, 3), (2, 3)], same, ["p", "q"])[1] == ["p", "q"]  # ambiguous: as given
-
-
-def test_to_html_renders_tables_lists_code_and_inlines_images(tmp_path):
-    plot = tmp_path / "tradeoff.png"
-    plot.write_bytes(b"\x89PNG fake")
-    text = ("# Title\n\n| a | b |\n|---|---|\n| **1** | `x<y` |\n\n- item\n\n```sh\nedgedl <x>\n```\n\n"
-            "![tradeoff](plots/tradeoff.png)\n")
-    page = to_html(text, {"tradeoff": plot})
-    assert "<h1>Title</h1>" in page and "<th>a</th>" in page and "<td><b>1</b></td>" in page
-    assert "<code>x&lt;y</code>" in page and "<li>item</li>" in page and "<pre>" in page
-    assert "edgedl &lt;x&gt;" in page and "data:image/png;base64,iVBORyBmYWtl" in page
-    assert page.count("<table>") == 1
 
 
 # ---------------------------------------------------------------- layout and metrics

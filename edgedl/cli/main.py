@@ -12,7 +12,7 @@ import sys
 import click
 
 from ..core.errors import EdgedlError
-from . import commands  # noqa: F401  (registers the commands on the group)
+from . import commands, explore  # noqa: F401  (registers the commands on the group)
 from .group import cli
 
 

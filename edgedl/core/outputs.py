@@ -19,7 +19,8 @@ from .errors import UsageError
 
 MARKER = ".edgedl.json"
 KINDS = {"run": "training run", "exports": "export folder", "bundle": "bundle", "pipeline": "pipeline output",
-         "results": "results folder", "recipe": "pipeline recipe folder"}
+         "results": "results folder", "recipe": "pipeline recipe folder",
+         "overlays": "Model Explorer overlay folder"}
 # Output folders made before markers existed are recognised by the file edgedl wrote into them.
 _SIGNATURES = {"run": ("manifest.json", "training-run/"), "bundle": ("manifest.json", "bundle/"),
                "exports": ("artifacts.json", "artifact-index/"), "pipeline": ("pipeline.json", "pipeline/")}

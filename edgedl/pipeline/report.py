@@ -1,9 +1,8 @@
-"""Pipeline reports: ``report.md``, a self-contained ``report.html`` (plots inlined), JUnit XML."""
+"""Pipeline reports: ``report.md`` (with PNG plots), a self-contained ``report.html``
+(``html_report.py``), JUnit XML."""
 
 from __future__ import annotations
 
-import base64
-import html
 import platform
 from pathlib import Path
 from xml.etree import ElementTree
@@ -103,11 +102,12 @@ def _drift_section(recipe: dict) -> str:
     parts = []
     for artifact, entry in drift.items():
         if "error" in entry:
-            parts.append(f"- {artifact}: drift unavailable ({entry['error']})")
+            parts.append(f"- {artifact}: per-layer drift unavailable: {entry['error']}")
             continue
         worst = ", ".join(
-            f"{w['layer'] or w['tensor'][:40]} ({w['sqnr_db']:.1f} dB)" if w["metric"] == "sqnr_db"
-            else f"{w['layer'] or w['tensor'][:40]} ({w['score']:.2f} × scale)" for w in entry["worst"][:5])
+            f"{w['layer'] or 'inserted by the converter'} ({w['sqnr_db']:.1f} dB)" if w["metric"] == "sqnr_db"
+            else f"{w['layer'] or 'inserted by the converter'} ({w['score']:.2f} × scale)"
+            for w in (entry.get("layers") or entry["worst"])[:5])
         parts.append(f"- {artifact} — worst layers by {entry['metric']}: {worst}")
     return "\n".join(parts) or "- no int8 artifacts"
 
@@ -237,16 +237,17 @@ def _tradeoff(plt, summary):
                    s=20 + 400 * sizes / max(sizes.max(), 1), alpha=0.55, label=recipe["name"])
         for r in table:
             ax.annotate(r["artifact"].split("_", 1)[-1], (r["p50_us"], r["candidate_accuracy"] * 100), fontsize=7)
-        everything += [(r["p50_us"], r["candidate_accuracy"] * 100) for r in table]
+        points = [(r["p50_us"], r["candidate_accuracy"] * 100) for r in table]
+        front = pareto_front(points)  # each model its own: a front across models means nothing
+        ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", lw=1, color="0.3")
+        everything += points
     if not everything:
         plt.close(fig)
         return None
-    front = pareto_front(everything)
-    ax.plot([everything[i][0] for i in front], [everything[i][1] for i in front], "k--", lw=1, label="Pareto front")
     ax.set_xscale("log")
     ax.set_xlabel("p50 latency, batch 1, 1 thread (µs, log)")
     ax.set_ylabel("held-out accuracy (%)")
-    ax.set_title("Accuracy vs latency (marker area ∝ file size)")
+    ax.set_title("Accuracy vs latency (marker area ∝ file size; dashed: each model's Pareto front)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -291,70 +292,16 @@ def _training(plt, summary):
 # ---------------------------------------------------------------- writers
 
 def write_reports(out: Path, summary: dict) -> Path:
+    """report.md (terminals, CI; PNG plots beside it) and report.html (one self-contained page)."""
+    from .html_report import to_html
+    from .overlays import write_for_pipeline
+
+    write_for_pipeline(out, summary)  # Model Explorer overlays beside the report (edgedl explore)
     plots = _plots(out, summary)
-    text = markdown(summary, plots)
-    write_text(out / "report.md", text)
-    write_text(out / "report.html", to_html(text, plots))
+    write_text(out / "report.md", markdown(summary, plots))
+    commands = "\n".join(line for line in _commands(summary).splitlines() if not line.startswith("```"))
+    write_text(out / "report.html", to_html(summary, commands))
     return out / "report.html"
-
-
-def to_html(text: str, plots: dict) -> str:
-    """A small Markdown subset (headings, tables, lists, code, images) to standalone HTML."""
-    images = {f"{PLOTS}/{p.name}": base64.b64encode(p.read_bytes()).decode() for p in plots.values()}
-    body, table, code = [], [], False
-    for line in text.splitlines():
-        if line.startswith("```"):
-            body.append("</pre>" if code else "<pre>")
-            code = not code
-            continue
-        if code:
-            body.append(html.escape(line))
-            continue
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if not set("".join(cells)) <= set("-"):
-                table.append(cells)
-            continue
-        if table:
-            body.append(_html_table(table))
-            table = []
-        body.append(_html_line(line, images))
-    if table:
-        body.append(_html_table(table))
-    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;"
-             "text-align:right}td:first-child,td:nth-child(2){text-align:left}pre{background:#f4f4f4;padding:1em}"
-             "img{max-width:100%}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>edgedl report</title><style>{style}</style>"
-            f"</head><body>{''.join(body)}</body></html>\n")
-
-
-def _inline(text: str) -> str:
-    escaped = html.escape(text)
-    for mark, tag in (("**", "b"), ("`", "code")):
-        while escaped.count(mark) >= 2:
-            escaped = escaped.replace(mark, f"<{tag}>", 1).replace(mark, f"</{tag}>", 1)
-    return escaped
-
-
-def _html_line(line: str, images: dict) -> str:
-    if line.startswith("#"):
-        level = len(line) - len(line.lstrip("#"))
-        return f"<h{level}>{_inline(line[level:].strip())}</h{level}>"
-    if line.startswith("![") and "](" in line:
-        alt, src = line[2:].split("](", 1)
-        src = src.rstrip(")")
-        data = images.get(src)
-        return f"<p><img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'></p>" if data else ""
-    if line.startswith("- "):
-        return f"<li>{_inline(line[2:])}</li>"
-    return f"<p>{_inline(line)}</p>" if line.strip() else ""
-
-
-def _html_table(table: list[list[str]]) -> str:
-    head = "".join(f"<th>{_inline(c)}</th>" for c in table[0])
-    body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in table[1:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def write_junit(path: Path, summary: dict) -> None:
