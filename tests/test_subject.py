@@ -102,7 +102,7 @@ def test_recipe_and_cli_read_the_same_ranges(tmp_path):
 # What `edgedl --help` may import: the CLI, the lowest layers and the option tables; no stage that
 # loads a runtime (click's own test_imports.py idea). A new module here is a deliberate decision.
 HELP_ALLOWED = {
-    "edgedl", "edgedl.cli", "edgedl.cli.commands", "edgedl.cli.group", "edgedl.cli.main",
+    "edgedl", "edgedl.cli", "edgedl.cli.commands", "edgedl.cli.explore", "edgedl.cli.group", "edgedl.cli.main",
     "edgedl.core", "edgedl.core.card", "edgedl.core.env", "edgedl.core.errors", "edgedl.core.files",
     "edgedl.core.layout", "edgedl.core.metrics", "edgedl.core.outputs", "edgedl.core.settings",
     "edgedl.data", "edgedl.recipe", "edgedl.export", "edgedl.export.plan", "edgedl.export.ranges",
