@@ -287,9 +287,6 @@ def _validate_one(artifact: Path, reference: Reference, options, say) -> tuple[d
     outputs, names = align_outputs(reference.result.output_names, [o.shape for o in reference.result.outputs],
                                    raw, [t.name for t in runner.outputs])
     scales = [t.scale if t.quantized else None for t in _aligned_specs(runner.outputs, names)]
-    if precision in RESCUES:  # float outputs, judged in the steps of the int8 they replace
-        scales = [scale or step for scale, step in zip(scales, _int8_step_scales(artifact, facts, names),
-                                                        strict=True)]
     limits = tolerances(reference.architecture, precision, options)
     checks = compare(reference.result.outputs, outputs, reference.result.output_names,
                      reference.inputs.labels, limits, scales, reference.kinds)
@@ -315,25 +312,6 @@ def _validate_one(artifact: Path, reference: Reference, options, say) -> tuple[d
     if coverage:
         row["input_coverage"] = coverage
     return row, result
-
-
-RESCUES = ("mixed", "int16x8")
-
-
-def _int8_step_scales(artifact: Path, facts: dict, names: list[str]) -> list[float | None]:
-    """Per output, the quantization step of the plain int8 artifact of the same model and format in the
-    same folder (None where there is none, or its output is float)."""
-    source = (facts.get("source_model") or {}).get("sha256")
-    for sibling in sorted(artifact.parent.glob(f"*{artifact.suffix}")):
-        other = read_sidecar(sibling) if sibling != artifact else {}
-        if not isinstance(other, dict) or other.get("precision") != "int8" or \
-                (other.get("source_model") or {}).get("sha256") != source:
-            continue
-        steps = {o.get("name"): (o.get("quantization") or {}).get("scale") for o in other.get("outputs", [])
-                 if isinstance(o, dict)}
-        if any(steps.get(name) for name in names):
-            return [steps.get(name) or None for name in names]
-    return [None] * len(names)
 
 
 REPRESENTATIVE = 0.999  # below this share of held-out input values inside the calibrated range, say so
