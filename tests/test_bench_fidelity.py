@@ -75,7 +75,7 @@ def _ratio(measure_harness, bare) -> float:
 @pytest.mark.parametrize("precision", ["fp32", "dynamic"])
 def test_bench_adds_at_most_bound_over_a_bare_loop(tiny_lstm, precision):
     from edgedl.bench.child import bench_feeds, measure
-    from edgedl.runners import open_runner
+    from edgedl.runners.open import open_runner
 
     path = tiny_lstm / f"tiny_lstm_{precision}.tflite"
     runner = open_runner(path, isolated=False)
@@ -98,7 +98,7 @@ def test_bench_adds_at_most_bound_over_a_bare_loop(tiny_lstm, precision):
 def test_the_ratio_sees_per_call_input_preparation(tiny_lstm):
     """The measurement can fail: a harness that quantized the input every call would be caught."""
     from edgedl.bench.child import bench_feeds
-    from edgedl.runners import open_runner
+    from edgedl.runners.open import open_runner
 
     path = tiny_lstm / "tiny_lstm_dynamic.tflite"
     runner = open_runner(path, isolated=False)
@@ -117,7 +117,7 @@ def test_the_ratio_sees_per_call_input_preparation(tiny_lstm):
 def test_lstm_latency_depends_on_input_content(tiny_lstm):
     """Why bench and any bare loop must feed the same bytes: LiteRT's LSTM skips all-zero vectors."""
     from edgedl.bench.child import bench_feeds
-    from edgedl.runners import open_runner
+    from edgedl.runners.open import open_runner
 
     path = tiny_lstm / "tiny_lstm_dynamic.tflite"
     feeds = bench_feeds(open_runner(path, isolated=False), 1, 0)

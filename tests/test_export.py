@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -163,7 +164,9 @@ def test_backwards_and_bidirectional_lstms_become_fused_builtin_ops(tmp_path, me
 
 def test_int8_needs_calibration_and_enough_of_it(tmp_path, tiny_runs):
     targets, _ = plan_targets(["tflite"], ["int8"])
-    keras_file = tiny_runs["mlp"] / "model.keras"
+    # a bare .keras file, away from its run folder, so no recorded calibration data is found
+    keras_file = tmp_path / "bare.keras"
+    shutil.copyfile(tiny_runs["mlp"] / "model.keras", keras_file)
     with pytest.raises(EdgedlError, match="needs calibration data"):
         export(keras_file, targets, out=tmp_path / "o")
     np.savez(tmp_path / "few.npz", x=np.zeros((3, 64), np.float32))

@@ -49,7 +49,7 @@ class Case:
 
     def __init__(self, path: str, seed: int = 0):
         from edgedl.bench.child import bench_feeds
-        from edgedl.runners import open_runner
+        from edgedl.runners.open import open_runner
 
         self.path = path
         self.runner = open_runner(path, threads=1, isolated=False)
