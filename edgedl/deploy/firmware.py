@@ -1,0 +1,413 @@
+"""``edgedl firmware``: build a bundle's ``mcu/`` project for a Cortex-M core and run it on an emulated board.
+
+What runs is the user's own files (``main.cc``, ``model_data.cc``, ``golden_data.cc``), compiled by
+arm-none-eabi-g++ against a TFLite Micro tree with CMSIS-NN kernels, linked with newlib's
+semihosting (``--specs=rdimon.specs``), and run by ``qemu-system-arm`` on the board that emulates
+the core. edgedl adds one start-up file (``edgedl_start.cc``, written in the build folder, never
+into the bundle): a vector table at the board's boot address and an instruction counter around
+``MicroInterpreter::Invoke`` (the linker's ``--wrap``). The counter reads SysTick under qemu's
+``-icount``, which advances the virtual clock by a fixed 2^shift ns per instruction, so SysTick
+ticks are instructions scaled by a constant; the start-up file measures that constant on a loop
+of a known number of instructions before ``main``. It counts instructions, not cycles: qemu is not
+cycle-accurate, and the latency it reports at a board's clock is an estimate under a stated
+cycles-per-instruction assumption.
+
+The report (PASS/FAIL and the worst int8 step, the arena used on the 32-bit core, flash and RAM of
+the linked image split into model / TFLite Micro with its kernels / C library and start-up, the
+instructions per Invoke, the compiler and the TFLM and CMSIS-NN commits) goes into the bundle's
+manifest (``firmware``, per core) and its README.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.errors import UsageError
+from ..core.files import read_json, write_json, write_text
+from ..core.layout import MANIFEST
+from . import firmware_build as build
+from .firmware_build import FirmwareError
+
+
+@dataclass(frozen=True)
+class Core:
+    """A Cortex-M core, the qemu board that emulates it, and that board's memory for the image."""
+
+    cpu: str  # -mcpu
+    board: str  # qemu -M
+    boot: int  # where the vector table goes (the core's VTOR at reset)
+    code_kb: int  # the memory the image is loaded into, from the boot address
+    data_at: int | None  # where .data/.bss go when the code memory is flash (None: after the code)
+    ram_kb: int  # the RAM that holds .data, .bss, the heap and the stack
+    stack_top: int
+    kernels: str  # what CMSIS-NN compiles to on this core
+
+
+CORES = {
+    "cortex-m0plus": Core("cortex-m0plus", "microbit", 0x0, 256, 0x20000000, 16, 0x20004000,
+                          "CMSIS-NN, plain C (Armv6-M has no DSP extension)"),
+    "cortex-m3": Core("cortex-m3", "mps2-an385", 0x0, 4096, None, 4096, 0x20400000,
+                      "CMSIS-NN, plain C (Armv7-M has no DSP extension)"),
+    "cortex-m4": Core("cortex-m4", "mps2-an386", 0x0, 4096, None, 4096, 0x20400000, "CMSIS-NN, DSP (SIMD) paths"),
+    "cortex-m7": Core("cortex-m7", "mps2-an500", 0x0, 4096, None, 4096, 0x20400000, "CMSIS-NN, DSP (SIMD) paths"),
+    "cortex-m33": Core("cortex-m33", "mps2-an505", 0x10000000, 4096, None, 4096, 0x38200000,
+                       "CMSIS-NN, DSP (SIMD) paths"),
+    "cortex-m55": Core("cortex-m55", "mps3-an547", 0x0, 512, None, 512, 0x20080000, "CMSIS-NN, Helium (MVE) paths"),
+}
+ALIASES = {"m0plus": "cortex-m0plus", "m0+": "cortex-m0plus", "cortex-m0+": "cortex-m0plus", "m3": "cortex-m3",
+           "m4": "cortex-m4", "m7": "cortex-m7", "m33": "cortex-m33", "m55": "cortex-m55"}
+ICOUNT_SHIFT = 6  # 64 ns of virtual time per instruction: every board's SysTick (16–32 MHz) ticks at least once
+CPI = 1.0  # the cycles-per-instruction assumption of the latency estimate (stated wherever it is shown)
+CALIBRATION_LOOPS = 1_000_000  # of two instructions each
+STACK_RESERVE = 4096  # bytes the image must leave free for the stack and newlib's heap
+
+
+def core(name: str) -> Core:
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in CORES:
+        raise UsageError(f"unknown core {name!r}", hint=f"choose from {', '.join(CORES)}")
+    return CORES[key]
+
+
+def arch_flags(c: Core) -> list[str]:
+    return [f"-mcpu={c.cpu}", "-mthumb", "-mfloat-abi=soft"]
+
+
+def start_file(c: Core) -> str:
+    """edgedl's start-up: the vector table, a SysTick that counts its wraps, and Invoke wrapped in a counter."""
+    return f"""// Written by edgedl for an emulator run; not part of the bundle.
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+
+extern "C" void _start();
+extern "C" int __real__ZN6tflite16MicroInterpreter6InvokeEv(void* self);
+static volatile uint32_t wraps;
+extern "C" void EdgedlSysTick() {{ wraps = wraps + 1; }}
+extern "C" void EdgedlFault() {{ for (;;) {{}} }}
+extern "C" void (*const edgedl_vectors[16])();  // external: the link keeps it (--undefined)
+__attribute__((section(".vectors"), used)) void (*const edgedl_vectors[16])() = {{
+    reinterpret_cast<void (*)()>({c.stack_top:#x}u), _start, EdgedlFault, EdgedlFault, EdgedlFault, EdgedlFault,
+    EdgedlFault, nullptr, nullptr, nullptr, nullptr, EdgedlFault, EdgedlFault, nullptr, EdgedlFault, EdgedlSysTick}};
+
+#define SYST_CSR (*reinterpret_cast<volatile uint32_t*>(0xE000E010u))
+#define SYST_RVR (*reinterpret_cast<volatile uint32_t*>(0xE000E014u))
+#define SYST_CVR (*reinterpret_cast<volatile uint32_t*>(0xE000E018u))
+
+static uint64_t Ticks() {{
+  uint32_t w, v;
+  do {{ w = wraps; v = SYST_CVR; }} while (w != wraps);
+  return static_cast<uint64_t>(w) * 0x1000000u + (0xFFFFFFu - v);
+}}
+
+static uint64_t calibration, invokes, total, fewest = ~0ull, most;
+
+static void Report() {{
+  printf("edgedl: calibration %llu ticks for %u instructions\\n", calibration, {2 * CALIBRATION_LOOPS}u);
+  printf("edgedl: %llu invokes, ticks total %llu min %llu max %llu\\n", invokes, total, fewest, most);
+}}
+
+__attribute__((constructor)) static void EdgedlStart() {{
+  SYST_RVR = 0xFFFFFFu;
+  SYST_CVR = 0;
+  SYST_CSR = 7;  // processor clock, interrupt on wrap, enabled
+  while (SYST_CVR == 0) {{}}
+  uint32_t n = {CALIBRATION_LOOPS}u;
+  const uint64_t before = Ticks();
+  __asm__ volatile(".syntax unified\\n1: subs %0, %0, #1\\n bne 1b" : "+r"(n));
+  calibration = Ticks() - before;
+  atexit(Report);
+}}
+
+extern "C" int __wrap__ZN6tflite16MicroInterpreter6InvokeEv(void* self) {{
+  const uint64_t before = Ticks();
+  const int status = __real__ZN6tflite16MicroInterpreter6InvokeEv(self);
+  const uint64_t spent = Ticks() - before;
+  invokes += 1;
+  total += spent;
+  if (spent < fewest) fewest = spent;
+  if (spent > most) most = spent;
+  return status;
+}}
+"""
+
+
+def link_flags(c: Core) -> list[str]:
+    flags = [f"-Wl,--section-start=.vectors={c.boot:#x}", "-Wl,--undefined=edgedl_vectors", "-Wl,--wrap=_ZN6tflite16MicroInterpreter6InvokeEv"]
+    if c.boot:
+        flags.append(f"-Wl,-Ttext={c.boot + 0x400:#x}")
+    if c.data_at is not None:
+        flags.append(f"-Wl,-Tdata={c.data_at:#x}")
+    return flags
+
+
+# ---------------------------------------------------------------- the command
+
+def firmware(source: str | Path, core_name: str | None = None, target: str | None = None, tflm: str | None = None,
+             timeout_s: float = 120.0, record: bool = True, say=print) -> dict:
+    """Build and run ``source`` (a bundle folder, or its mcu/ folder) for a core; return the report."""
+    c, board_info = _choose(core_name, target)
+    bundle_dir, mcu_dir = _folders(Path(source))
+    tools = build.check_tools()
+    tree = build.find_tree(tflm)
+    lib = build.library(tree, arch_flags(c), tools["compiler"])
+    say(f"building {bundle_dir.name} for {c.cpu} ({c.kernels}) against {tree.root} …")
+    log = lib.folder / "last-build.log"
+    log.write_text("")
+    with tempfile.TemporaryDirectory(prefix="edgedl-fw-") as tmp:
+        work = Path(tmp)
+        write_text(work / "edgedl_start.cc", start_file(c))
+        start = time.perf_counter()
+        sources = [mcu_dir / "main.cc", mcu_dir / "model_data.cc", mcu_dir / "golden_data.cc", work / "edgedl_start.cc"]
+        objects = build.compile_app(sources, work, arch_flags(c), tree.root, log)
+        image = work / "firmware.elf"
+        build.link(lib, objects, image, link_flags(c), log)
+        built_s = time.perf_counter() - start
+        memory = image_memory(image, work / "firmware.map", c, log)
+        _check_fits(memory, c, log)
+        run = run_image(image, c, timeout_s, log)
+    report = {"core": c.cpu, "board": c.board, "kernels": c.kernels, "passed": run["passed"],
+              "max_steps": run["max_steps"], "golden_vectors": run["vectors"], "arena": run["arena"],
+              "memory": memory, "instructions": run["instructions"], "estimates": _estimates(run, c, board_info),
+              "build": {"compiler": tools["compiler"], "emulator": tools["emulator"], "flags": lib.arch +
+                        list(build.COMMON_FLAGS), "tflm_tree": str(tree.root), "commits": tree.commits,
+                        "library": str(lib.folder), "compiled_now": len(lib.compiled), "seconds": round(built_s, 1),
+                        "library_seconds": round(lib.seconds, 1)},
+              "output": run["output"]}
+    if record and bundle_dir != mcu_dir:
+        record_in_bundle(bundle_dir, report)
+    if not run["passed"]:
+        report["error"] = (f"FAIL on {c.cpu}: the firmware's outputs differ from the golden vectors by up to "
+                           f"{run['max_steps']} int8 step(s) (limit {run['limit']})")
+    return report
+
+
+def _choose(core_name: str | None, target: str | None):
+    from .boards import board, board_core
+
+    if target:
+        b = board(target)
+        found = board_core(b)
+        if found is None:
+            raise UsageError(f"{b.name} ({b.chip}) has no Cortex-M core that qemu emulates here",
+                             hint="pass --core for the nearest Cortex-M, or check it with `edgedl mcu-check`")
+        if core_name and core(core_name).cpu != found[0]:
+            raise UsageError(f"--core {core_name} disagrees with --target {target} ({b.chip})")
+        return core(found[0]), (b.name, found[1])
+    if not core_name:
+        raise UsageError("pass --core (one of " + ", ".join(CORES) + ") or --target BOARD")
+    return core(core_name), None
+
+
+def _folders(source: Path) -> tuple[Path, Path]:
+    if (source / "mcu" / "main.cc").is_file():
+        return source, source / "mcu"
+    if (source / "main.cc").is_file() and (source / "model_data.cc").is_file():
+        return (source.parent, source) if (source.parent / MANIFEST).is_file() else (source, source)
+    if source.suffix == ".tflite":
+        raise UsageError(f"{source.name}: firmware builds a bundle's mcu/ project",
+                         hint=f"make one first: edgedl bundle {source} --out BUNDLE --target mcu")
+    raise UsageError(f"{source} is not a bundle with an mcu/ folder (main.cc, model_data.cc, golden_data.cc)",
+                     hint="make one with: edgedl bundle ARTIFACT --out BUNDLE --target mcu")
+
+
+# ---------------------------------------------------------------- memory of the linked image
+
+_MAP_ENTRY = re.compile(r"^ (?:(\S+)\s+|\s+)0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+(\S.*)$")
+_MAP_SECTION = re.compile(r"^(\.\S+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)")
+
+
+def image_memory(image: Path, map_file: Path, c: Core, log: Path) -> dict:
+    """Flash (loaded bytes: code, constants, .data's initial values) and RAM (.data + .bss) of the image,
+    split by where each input section came from (the linker's map)."""
+    sections = _sections(image, log)
+    size = build._run(["arm-none-eabi-size", str(image)], log, "arm-none-eabi-size").splitlines()[-1].split()
+    flash = {"model": 0, "tflm": 0, "libc_startup": 0, "app": 0, "golden": 0}
+    ram = dict.fromkeys(flash, 0)
+    current, lines = None, map_file.read_text(errors="replace").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Linker script and memory map")), 0)
+    pending = None
+    for line in lines[start:]:
+        header = _MAP_SECTION.match(line)
+        if header:
+            current = header.group(1)
+            continue
+        if line.startswith(" ") and not line.startswith("  ") and len(line.split()) == 1:
+            pending = line.strip()  # an input section whose address follows on the next line
+            continue
+        entry = _MAP_ENTRY.match(line)
+        if not entry or current not in sections or not (entry.group(1) or pending):
+            pending = None
+            continue
+        pending = None
+        amount, origin = int(entry.group(3), 16), entry.group(4)
+        kind = _category(origin)
+        flags = sections[current]
+        if flags["loaded"]:
+            flash[kind] += amount
+        if flags["writable"]:
+            ram[kind] += amount
+    text, data, bss = (int(v) for v in size[:3])
+    return {"flash": {"total": text + data, **flash, "other": text + data - sum(flash.values())},
+            "ram": {"total": data + bss, **ram, "other": data + bss - sum(ram.values())},
+            "size": {"text": text, "data": data, "bss": bss},
+            "end": max(f["end"] for f in sections.values()),
+            "data_end": max((f["end"] for f in sections.values() if f["writable"]), default=0),
+            "code_end": max((f["end"] for f in sections.values() if not f["writable"]), default=0),
+            "note": "flash = text + data of the linked image; RAM = data + bss (stack and heap not included). "
+                    "golden = the test vectors, which an application does not ship"}
+
+
+def _sections(image: Path, log: Path) -> dict:
+    out = build._run(["arm-none-eabi-readelf", "-S", "-W", str(image)], log, "arm-none-eabi-readelf")
+    sections = {}
+    for line in out.splitlines():
+        match = re.match(r"\s*\[\s*\d+\]\s+(\S+)\s+(\S+)\s+([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\S+\s+(\S*)", line)
+        if not match or "A" not in match.group(5):
+            continue
+        name, kind, addr, length, flags = match.groups()
+        sections[name] = {"loaded": kind != "NOBITS", "writable": "W" in flags,
+                          "end": int(addr, 16) + int(length, 16)}
+    return sections
+
+
+def _category(origin: str) -> str:
+    name = Path(origin.split("(")[0]).name
+    if name == "model_data.o":
+        return "model"
+    if name == "golden_data.o":
+        return "golden"
+    if name in ("main.o", "edgedl_start.o"):
+        return "app"
+    if name == "libtflm.a":
+        return "tflm"
+    return "libc_startup"
+
+
+def _check_fits(memory: dict, c: Core, log: Path) -> None:
+    code_limit = c.boot + c.code_kb * 1024
+    if c.data_at is None:  # code and data share the board's memory
+        if memory["end"] + STACK_RESERVE > code_limit:
+            raise FirmwareError(f"the image needs {memory['end'] - c.boot + STACK_RESERVE:,} B with the stack; "
+                                f"{c.board} has {c.code_kb} KB for it ({c.cpu})",
+                                hint="try a core with more memory (cortex-m4: 4 MB), or a smaller model")
+        return
+    if memory["code_end"] > code_limit:
+        raise FirmwareError(f"the image needs {memory['code_end'] - c.boot:,} B of flash; {c.board} has "
+                            f"{c.code_kb} KB ({c.cpu})", hint="try cortex-m4 (4 MB), or a smaller model")
+    if memory["data_end"] + STACK_RESERVE > c.data_at + c.ram_kb * 1024:
+        raise FirmwareError(f"the image needs {memory['data_end'] - c.data_at + STACK_RESERVE:,} B of RAM with the "
+                            f"stack; {c.board} has {c.ram_kb} KB ({c.cpu})",
+                            hint="try cortex-m4 (4 MB), or a smaller model")
+
+
+# ---------------------------------------------------------------- running it
+
+_ARENA = re.compile(r"arena used: (\d+) of (\d+) bytes")
+_VERDICT = re.compile(r"(PASS|FAIL): (\d+) golden vectors, worst difference (\d+) step\(s\), limit (\d+)")
+_CALIBRATION = re.compile(r"edgedl: calibration (\d+) ticks for (\d+) instructions")
+_INVOKES = re.compile(r"edgedl: (\d+) invokes, ticks total (\d+) min (\d+) max (\d+)")
+
+
+def run_image(image: Path, c: Core, timeout_s: float, log: Path) -> dict:
+    command = ["qemu-system-arm", "-M", c.board, "-nographic", "-semihosting", "-icount",
+               f"shift={ICOUNT_SHIFT}", "-kernel", str(image)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        _append(log, command, (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes)
+                else exc.stdout or "")
+        raise FirmwareError(f"the firmware did not finish on {c.board} within {timeout_s:.0f} s (hung, or faulted "
+                            "into the fault handler's loop)", hint=f"full log: {log}") from exc
+    output = done.stdout + done.stderr
+    _append(log, command, output)
+    arena, verdict = _ARENA.search(output), _VERDICT.search(output)
+    if verdict is None:
+        said = next((line for line in output.splitlines() if "FAIL" in line), None)
+        what = said.strip() if said else f"the emulator stopped (exit {done.returncode}) without a verdict"
+        raise FirmwareError(f"the firmware did not complete its golden check on {c.board}: {what}",
+                            hint=f"full log: {log}")
+    calibration, invokes = _CALIBRATION.search(output), _INVOKES.search(output)
+    instructions = None
+    if calibration and invokes and int(calibration.group(1)):
+        per_tick = int(calibration.group(2)) / int(calibration.group(1))
+        count, total, fewest, most = (int(v) for v in invokes.groups())
+        instructions = {"per_invoke": round(total * per_tick / max(count, 1)), "min": round(fewest * per_tick),
+                        "max": round(most * per_tick), "invokes": count,
+                        "resolution": round(per_tick, 3),
+                        "method": f"qemu -icount shift={ICOUNT_SHIFT}, read through SysTick around "
+                                  "MicroInterpreter::Invoke, scaled by a counted calibration loop"}
+    return {"passed": verdict.group(1) == "PASS", "vectors": int(verdict.group(2)),
+            "max_steps": int(verdict.group(3)), "limit": int(verdict.group(4)),
+            "arena": {"used": int(arena.group(1)), "recorded": int(arena.group(2))} if arena else None,
+            "instructions": instructions, "output": [line for line in output.splitlines() if line.strip()][-6:]}
+
+
+def _append(log: Path, command: list[str], output: str) -> None:
+    with open(log, "a") as handle:
+        handle.write(" ".join(command) + "\n" + output + "\n")
+
+
+def _estimates(run: dict, c: Core, board_info) -> dict:
+    """Latency at each board's clock whose core this is: instructions × CPI / clock, an estimate."""
+    from .boards import BOARDS, board_core
+
+    if not run["instructions"]:
+        return {}
+    per_invoke = run["instructions"]["per_invoke"]
+    clocks = {b.name: found[1] for b in BOARDS.values() if (found := board_core(b)) and found[0] == c.cpu}
+    if board_info:
+        clocks[board_info[0]] = board_info[1]
+    return {"cpi_assumed": CPI, "label": f"estimate: instructions × {CPI} cycle per instruction ÷ clock; qemu counts "
+                                         "instructions, not cycles (flash wait states and stalls not modelled)",
+            "ms_at": {name: round(per_invoke * CPI / (mhz * 1e3), 4) for name, mhz in sorted(clocks.items())}}
+
+
+# ---------------------------------------------------------------- the bundle's record
+
+def record_in_bundle(bundle_dir: Path, report: dict) -> None:
+    """Add the firmware run to the bundle's manifest (``firmware.<core>``) and its README."""
+    manifest_path = bundle_dir / MANIFEST
+    if not manifest_path.is_file():
+        return
+    manifest = read_json(manifest_path, "bundle manifest")
+    record = {k: v for k, v in report.items() if k not in ("output",)}
+    manifest.setdefault("firmware", {})[report["core"]] = record
+    write_json(manifest_path, manifest)
+    readme = bundle_dir / "README.md"
+    if readme.is_file():
+        text = readme.read_text()
+        marker = "\n## Firmware on emulated Cortex-M cores (edgedl firmware)\n"
+        text = text.split(marker)[0].rstrip("\n") + "\n" + marker + "\n" + "\n".join(
+            "- " + line.strip() for r in manifest["firmware"].values() for line in render(r)[:1]) + "\n"
+        write_text(readme, text)
+
+
+def render(report: dict) -> list[str]:
+    mem, ins = report["memory"], report["instructions"]
+    flash, ram = mem["flash"], mem["ram"]
+    arena = report["arena"]
+    mark = "PASS" if report["passed"] else "FAIL"
+    lines = [f"{mark} on {report['core']} ({report['board']}, {report['kernels']}): {report['golden_vectors']} golden "
+             f"vectors, worst difference {report['max_steps']} int8 step(s)"
+             + (f"; arena used {arena['used']:,} of {arena['recorded']:,} B" if arena else ""),
+             f"  flash {flash['total']:,} B = model {flash['model']:,} + TFLite Micro and kernels {flash['tflm']:,} + "
+             f"C library and start-up {flash['libc_startup']:,} + app {flash['app']:,} + golden vectors "
+             f"{flash['golden']:,} + other {flash['other']:,}",
+             f"  RAM {ram['total']:,} B static (data + bss: arena and app {ram['app']:,}, TFLite Micro {ram['tflm']:,}, "
+             f"C library {ram['libc_startup']:,}, other {ram['other']:,}; stack and heap not included)"]
+    if ins:
+        lines.append(f"  {ins['per_invoke']:,} instructions per Invoke (min {ins['min']:,}, max {ins['max']:,}, "
+                     f"{ins['invokes']} invokes; ±{ins['resolution']} per reading)")
+        for name, ms in report["estimates"].get("ms_at", {}).items():
+            lines.append(f"  ≈ {ms:g} ms per inference at {name}'s clock (estimate, CPI {report['estimates']['cpi_assumed']} "
+                         "assumed)")
+    b = report["build"]
+    lines.append(f"  {b['compiler']}; TFLM {b['commits']['tflite_micro'][:12]}, CMSIS-NN {b['commits']['cmsis_nn'][:12]}; "
+                 f"built in {b['seconds']} s ({b['compiled_now']} library sources compiled now, cache {b['library']})")
+    return lines
