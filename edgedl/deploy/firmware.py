@@ -46,6 +46,7 @@ class Core:
     ram_kb: int  # the RAM that holds .data, .bss, the heap and the stack
     stack_top: int
     kernels: str  # what CMSIS-NN compiles to on this core
+    float_abi: str = "soft"  # hard where the kernels need the FP/vector registers (Helium on M55)
 
 
 CORES = {
@@ -57,7 +58,8 @@ CORES = {
     "cortex-m7": Core("cortex-m7", "mps2-an500", 0x0, 4096, None, 4096, 0x20400000, "CMSIS-NN, DSP (SIMD) paths"),
     "cortex-m33": Core("cortex-m33", "mps2-an505", 0x10000000, 4096, None, 4096, 0x38200000,
                        "CMSIS-NN, DSP (SIMD) paths"),
-    "cortex-m55": Core("cortex-m55", "mps3-an547", 0x0, 512, None, 512, 0x20080000, "CMSIS-NN, Helium (MVE) paths"),
+    "cortex-m55": Core("cortex-m55", "mps3-an547", 0x0, 512, None, 512, 0x20080000, "CMSIS-NN, Helium (MVE) paths",
+                       "hard"),
 }
 ALIASES = {"m0plus": "cortex-m0plus", "m0+": "cortex-m0plus", "cortex-m0+": "cortex-m0plus", "m3": "cortex-m3",
            "m4": "cortex-m4", "m7": "cortex-m7", "m33": "cortex-m33", "m55": "cortex-m55"}
@@ -75,7 +77,7 @@ def core(name: str) -> Core:
 
 
 def arch_flags(c: Core) -> list[str]:
-    return [f"-mcpu={c.cpu}", "-mthumb", "-mfloat-abi=soft"]
+    return [f"-mcpu={c.cpu}", "-mthumb", f"-mfloat-abi={c.float_abi}"]
 
 
 def start_file(c: Core) -> str:
@@ -90,9 +92,16 @@ extern "C" int __real__ZN6tflite16MicroInterpreter6InvokeEv(void* self);
 static volatile uint32_t wraps;
 extern "C" void EdgedlSysTick() {{ wraps = wraps + 1; }}
 extern "C" void EdgedlFault() {{ for (;;) {{}} }}
+extern "C" void EdgedlReset() {{
+#if defined(__ARM_FP) || defined(__ARM_FEATURE_MVE)
+  *reinterpret_cast<volatile uint32_t*>(0xE000ED88u) |= 0xFu << 20;  // CPACR: FPU and Helium on, as SystemInit does
+  __asm__ volatile("dsb\n isb");
+#endif
+  _start();
+}}
 extern "C" void (*const edgedl_vectors[16])();  // external: the link keeps it (--undefined)
 __attribute__((section(".vectors"), used)) void (*const edgedl_vectors[16])() = {{
-    reinterpret_cast<void (*)()>({c.stack_top:#x}u), _start, EdgedlFault, EdgedlFault, EdgedlFault, EdgedlFault,
+    reinterpret_cast<void (*)()>({c.stack_top:#x}u), EdgedlReset, EdgedlFault, EdgedlFault, EdgedlFault, EdgedlFault,
     EdgedlFault, nullptr, nullptr, nullptr, nullptr, EdgedlFault, EdgedlFault, nullptr, EdgedlFault, EdgedlSysTick}};
 
 #define SYST_CSR (*reinterpret_cast<volatile uint32_t*>(0xE000E010u))
@@ -159,18 +168,14 @@ def firmware(source: str | Path, core_name: str | None = None, target: str | Non
     say(f"building {bundle_dir.name} for {c.cpu} ({c.kernels}) against {tree.root} …")
     log = lib.folder / "last-build.log"
     log.write_text("")
-    with tempfile.TemporaryDirectory(prefix="edgedl-fw-") as tmp:
-        work = Path(tmp)
-        write_text(work / "edgedl_start.cc", start_file(c))
-        start = time.perf_counter()
-        sources = [mcu_dir / "main.cc", mcu_dir / "model_data.cc", mcu_dir / "golden_data.cc", work / "edgedl_start.cc"]
-        objects = build.compile_app(sources, work, arch_flags(c), tree.root, log)
-        image = work / "firmware.elf"
-        build.link(lib, objects, image, link_flags(c), log)
-        built_s = time.perf_counter() - start
-        memory = image_memory(image, work / "firmware.map", c, log)
-        _check_fits(memory, c, log)
-        run = run_image(image, c, timeout_s, log)
+    memory, run, built_s = _build_and_run(c, lib, mcu_dir, timeout_s, log)
+    refit = None
+    if record and run["passed"] and run["arena"] and (bundle_dir / MANIFEST).is_file():
+        refit = _refit_arena(bundle_dir, mcu_dir, c, run["arena"])
+        if refit:  # main.cc now holds the 32-bit arena: build and run what the bundle ships
+            say(f"  arena: {refit['from']:,} B (x86-64) -> {refit['to']:,} B ({run['arena']['used']:,} B used on "
+                f"{c.cpu} + margin); rebuilding to confirm …")
+            memory, run, built_s = _build_and_run(c, lib, mcu_dir, timeout_s, log)
     report = {"core": c.cpu, "board": c.board, "kernels": c.kernels, "passed": run["passed"],
               "max_steps": run["max_steps"], "golden_vectors": run["vectors"], "arena": run["arena"],
               "memory": memory, "instructions": run["instructions"], "estimates": _estimates(run, c, board_info),
@@ -179,12 +184,62 @@ def firmware(source: str | Path, core_name: str | None = None, target: str | Non
                         "library": str(lib.folder), "compiled_now": len(lib.compiled), "seconds": round(built_s, 1),
                         "library_seconds": round(lib.seconds, 1)},
               "output": run["output"]}
-    if record and bundle_dir != mcu_dir:
+    if refit:
+        report["arena"]["refit"] = refit
+    if record and (bundle_dir / MANIFEST).is_file():
         record_in_bundle(bundle_dir, report)
     if not run["passed"]:
         report["error"] = (f"FAIL on {c.cpu}: the firmware's outputs differ from the golden vectors by up to "
-                           f"{run['max_steps']} int8 step(s) (limit {run['limit']})")
+                           f"{run['max_steps']} int8 step(s) (limit {run['limit']}); full log: {log}")
     return report
+
+
+def _build_and_run(c: Core, lib: build.Library, mcu_dir: Path, timeout_s: float, log: Path):
+    with tempfile.TemporaryDirectory(prefix="edgedl-fw-") as tmp:
+        work = Path(tmp)
+        write_text(work / "edgedl_start.cc", start_file(c))
+        start = time.perf_counter()
+        sources = [mcu_dir / "main.cc", mcu_dir / "model_data.cc", mcu_dir / "golden_data.cc", work / "edgedl_start.cc"]
+        objects = build.compile_app(sources, work, arch_flags(c), lib.tree.root, log)
+        image = work / "firmware.elf"
+        build.link(lib, objects, image, link_flags(c), log)
+        built_s = time.perf_counter() - start
+        memory = image_memory(image, work / "firmware.map", c, log)
+        _check_fits(memory, c, log)
+        return memory, run_image(image, c, timeout_s, log), built_s
+
+
+_ARENA_LINE = re.compile(r"constexpr int kArenaSize = (\d+);")
+
+
+def _refit_arena(bundle_dir: Path, mcu_dir: Path, c: Core, arena: dict) -> dict | None:
+    """Size main.cc's arena from what 32-bit cores used (the most of every firmware run recorded), with
+    mcu-check's margin; None when it already is. The manifest's mcu.arena says where the figure came from."""
+    from .mcu import with_margin
+
+    manifest = read_json(bundle_dir / MANIFEST, "bundle manifest")
+    runs = {k: v["arena"]["used"] for k, v in (manifest.get("firmware") or {}).items() if v.get("arena")}
+    runs[c.cpu] = arena["used"]
+    target = with_margin(max(runs.values()))
+    main_cc = (mcu_dir / "main.cc").read_text()
+    found = _ARENA_LINE.search(main_cc)
+    if not found or int(found.group(1)) == target:
+        return None
+    old = int(found.group(1))
+    write_text(mcu_dir / "main.cc", _ARENA_LINE.sub(f"constexpr int kArenaSize = {target};", main_cc))
+    mcu = manifest.get("mcu") or {}
+    if "arena" in mcu:
+        mcu["arena"].update(with_margin=target, minimum_32bit=max(runs.values()), cores_32bit=sorted(runs),
+                            basis="the most any 32-bit firmware run used (edgedl firmware), plus the margin; "
+                                  "minimum is mcu-check's x86-64 figure")
+        if "ram" in mcu:
+            mcu["ram"].update(arena=target, total=target + mcu["ram"].get("io_buffers", 0))
+        write_json(bundle_dir / MANIFEST, manifest)
+    readme = mcu_dir / "README.md"
+    if readme.is_file():
+        write_text(readme, readme.read_text().replace(f"**{old:,} bytes**", f"**{target:,} bytes** (from a 32-bit "
+                                                                          "firmware run, `edgedl firmware`)"))
+    return {"from": old, "to": target, "used_32bit": max(runs.values())}
 
 
 def _choose(core_name: str | None, target: str | None):
@@ -244,8 +299,10 @@ def image_memory(image: Path, map_file: Path, c: Core, log: Path) -> dict:
         if not entry or current not in sections or not (entry.group(1) or pending):
             pending = None
             continue
-        pending = None
+        name, pending = entry.group(1) or pending, None
         amount, origin = int(entry.group(3), 16), entry.group(4)
+        if ".str1." in name:  # mergeable strings: the map gives their size before merging
+            continue
         kind = _category(origin)
         flags = sections[current]
         if flags["loaded"]:
@@ -253,14 +310,15 @@ def image_memory(image: Path, map_file: Path, c: Core, log: Path) -> dict:
         if flags["writable"]:
             ram[kind] += amount
     text, data, bss = (int(v) for v in size[:3])
-    return {"flash": {"total": text + data, **flash, "other": text + data - sum(flash.values())},
+    return {"flash": {"total": text + data, **flash, "strings_padding": text + data - sum(flash.values())},
             "ram": {"total": data + bss, **ram, "other": data + bss - sum(ram.values())},
             "size": {"text": text, "data": data, "bss": bss},
             "end": max(f["end"] for f in sections.values()),
             "data_end": max((f["end"] for f in sections.values() if f["writable"]), default=0),
             "code_end": max((f["end"] for f in sections.values() if not f["writable"]), default=0),
             "note": "flash = text + data of the linked image; RAM = data + bss (stack and heap not included). "
-                    "golden = the test vectors, which an application does not ship"}
+                    "golden = the test vectors, which an application does not ship; strings_padding = string "
+                    "constants (merged across files by the linker, so not attributed) and alignment"}
 
 
 def _sections(image: Path, log: Path) -> dict:
@@ -398,7 +456,7 @@ def render(report: dict) -> list[str]:
              + (f"; arena used {arena['used']:,} of {arena['recorded']:,} B" if arena else ""),
              f"  flash {flash['total']:,} B = model {flash['model']:,} + TFLite Micro and kernels {flash['tflm']:,} + "
              f"C library and start-up {flash['libc_startup']:,} + app {flash['app']:,} + golden vectors "
-             f"{flash['golden']:,} + other {flash['other']:,}",
+             f"{flash['golden']:,} + strings and padding {flash['strings_padding']:,}",
              f"  RAM {ram['total']:,} B static (data + bss: arena and app {ram['app']:,}, TFLite Micro {ram['tflm']:,}, "
              f"C library {ram['libc_startup']:,}, other {ram['other']:,}; stack and heap not included)"]
     if ins:
