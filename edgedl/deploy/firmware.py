@@ -170,12 +170,17 @@ def firmware(source: str | Path, core_name: str | None = None, target: str | Non
     log.write_text("")
     memory, run, built_s = _build_and_run(c, lib, mcu_dir, timeout_s, log)
     refit = None
-    if record and run["passed"] and run["arena"] and (bundle_dir / MANIFEST).is_file():
-        refit = _refit_arena(bundle_dir, mcu_dir, c, run["arena"])
+    if run["passed"] and run["arena"]:
+        run["arena"]["minimum"] = _build_and_run(c, lib, mcu_dir, timeout_s, log, probe=True)
+        if record and (bundle_dir / MANIFEST).is_file():
+            refit = _refit_arena(bundle_dir, mcu_dir, c, run["arena"])
         if refit:  # main.cc now holds the 32-bit arena: build and run what the bundle ships
-            say(f"  arena: {refit['from']:,} B (x86-64) -> {refit['to']:,} B ({run['arena']['used']:,} B used on "
-                f"{c.cpu} + margin); rebuilding to confirm …")
+            say(f"  arena: {refit['from']:,} B (x86-64) -> {refit['to']:,} B (the smallest that passes on {c.cpu}, "
+                f"{run['arena']['minimum']:,} B, + margin); rebuilding to confirm …")
+            minimum = run["arena"]["minimum"]
             memory, run, built_s = _build_and_run(c, lib, mcu_dir, timeout_s, log)
+            if run["arena"]:
+                run["arena"]["minimum"] = minimum
     report = {"core": c.cpu, "board": c.board, "kernels": c.kernels, "passed": run["passed"],
               "max_steps": run["max_steps"], "golden_vectors": run["vectors"], "arena": run["arena"],
               "memory": memory, "instructions": run["instructions"], "estimates": _estimates(run, c, board_info),
@@ -194,19 +199,66 @@ def firmware(source: str | Path, core_name: str | None = None, target: str | Non
     return report
 
 
-def _build_and_run(c: Core, lib: build.Library, mcu_dir: Path, timeout_s: float, log: Path):
+def _build_and_run(c: Core, lib: build.Library, mcu_dir: Path, timeout_s: float, log: Path, probe: bool = False):
+    """Compile, link, check the fit and run; ``probe``: main.cc turned into a bisection of its arena."""
     with tempfile.TemporaryDirectory(prefix="edgedl-fw-") as tmp:
         work = Path(tmp)
         write_text(work / "edgedl_start.cc", start_file(c))
+        main = mcu_dir / "main.cc"
+        if probe:
+            main = work / "main.cc"
+            write_text(main, probe_main((mcu_dir / "main.cc").read_text()))
         start = time.perf_counter()
-        sources = [mcu_dir / "main.cc", mcu_dir / "model_data.cc", mcu_dir / "golden_data.cc", work / "edgedl_start.cc"]
-        objects = build.compile_app(sources, work, arch_flags(c), lib.tree.root, log)
+        sources = [main, mcu_dir / "model_data.cc", mcu_dir / "golden_data.cc", work / "edgedl_start.cc"]
+        objects = build.compile_app(sources, work, arch_flags(c), lib.tree.root, log, include=mcu_dir)
         image = work / "firmware.elf"
         build.link(lib, objects, image, link_flags(c), log)
         built_s = time.perf_counter() - start
         memory = image_memory(image, work / "firmware.map", c, log)
         _check_fits(memory, c, log)
+        if probe:
+            return _probe_arena(image, c, timeout_s, log)
         return memory, run_image(image, c, timeout_s, log), built_s
+
+
+def probe_main(main_cc: str) -> str:
+    """The bundle's main.cc with its arena size made a variable, and a main() that bisects it: the
+    smallest arena (16-byte steps) with which the whole golden check passes on this core."""
+    if not _ARENA_LINE.search(main_cc) or "tensor_arena, kArenaSize)" not in main_cc:
+        raise FirmwareError("main.cc was edited (no `constexpr int kArenaSize` or interpreter line): cannot probe "
+                            "its arena", hint="regenerate the bundle with `edgedl bundle`")
+    text = _ARENA_LINE.sub(lambda m: m.group(0) + "\nstatic int edgedl_arena_size = kArenaSize;", main_cc, count=1)
+    text = text.replace("tensor_arena, kArenaSize)", "tensor_arena, edgedl_arena_size)")
+    return "#define EDGEDL_NO_MAIN 1\n#include <cstdio>\n" + text + """
+// edgedl: find the smallest arena that passes, by bisection in 16-byte steps
+int main() {
+  int fails = 0, passes = kArenaSize;
+  if (RunGoldenCheck() != 0) { printf("edgedl-probe: the recorded arena %d fails\\n", kArenaSize); return 1; }
+  while (passes - fails > 16) {
+    const int mid = ((fails + passes) / 2) & ~15;
+    if (mid <= fails) break;
+    edgedl_arena_size = mid;
+    if (RunGoldenCheck() == 0) passes = mid; else fails = mid;
+  }
+  printf("edgedl-probe: smallest arena %d\\n", passes);
+  return 0;
+}
+"""
+
+
+def _probe_arena(image: Path, c: Core, timeout_s: float, log: Path) -> int:
+    command = ["qemu-system-arm", "-M", c.board, "-nographic", "-semihosting", "-kernel", str(image)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise FirmwareError(f"the arena probe did not finish on {c.board} within {timeout_s:.0f} s (a too-small "
+                            "arena may have faulted)", hint=f"full log: {log}") from exc
+    _append(log, command, done.stdout + done.stderr)
+    found = re.search(r"edgedl-probe: smallest arena (\d+)", done.stdout + done.stderr)
+    if not found:
+        raise FirmwareError(f"the arena probe on {c.board} gave no answer (exit {done.returncode})",
+                            hint=f"full log: {log}")
+    return int(found.group(1))
 
 
 _ARENA_LINE = re.compile(r"constexpr int kArenaSize = (\d+);")
@@ -218,8 +270,9 @@ def _refit_arena(bundle_dir: Path, mcu_dir: Path, c: Core, arena: dict) -> dict 
     from .mcu import with_margin
 
     manifest = read_json(bundle_dir / MANIFEST, "bundle manifest")
-    runs = {k: v["arena"]["used"] for k, v in (manifest.get("firmware") or {}).items() if v.get("arena")}
-    runs[c.cpu] = arena["used"]
+    runs = {k: v["arena"]["minimum"] for k, v in (manifest.get("firmware") or {}).items()
+            if (v.get("arena") or {}).get("minimum")}
+    runs[c.cpu] = arena["minimum"]
     target = with_margin(max(runs.values()))
     main_cc = (mcu_dir / "main.cc").read_text()
     found = _ARENA_LINE.search(main_cc)
@@ -230,8 +283,8 @@ def _refit_arena(bundle_dir: Path, mcu_dir: Path, c: Core, arena: dict) -> dict 
     mcu = manifest.get("mcu") or {}
     if "arena" in mcu:
         mcu["arena"].update(with_margin=target, minimum_32bit=max(runs.values()), cores_32bit=sorted(runs),
-                            basis="the most any 32-bit firmware run used (edgedl firmware), plus the margin; "
-                                  "minimum is mcu-check's x86-64 figure")
+                            basis="the smallest arena that passes on the 32-bit cores (bisected by edgedl "
+                                  "firmware; the most of them), plus the margin; minimum is mcu-check's x86-64 figure")
         if "ram" in mcu:
             mcu["ram"].update(arena=target, total=target + mcu["ram"].get("io_buffers", 0))
         write_json(bundle_dir / MANIFEST, manifest)
@@ -239,7 +292,7 @@ def _refit_arena(bundle_dir: Path, mcu_dir: Path, c: Core, arena: dict) -> dict 
     if readme.is_file():
         write_text(readme, readme.read_text().replace(f"**{old:,} bytes**", f"**{target:,} bytes** (from a 32-bit "
                                                                           "firmware run, `edgedl firmware`)"))
-    return {"from": old, "to": target, "used_32bit": max(runs.values())}
+    return {"from": old, "to": target, "minimum_32bit": max(runs.values()), "cores": sorted(runs)}
 
 
 def _choose(core_name: str | None, target: str | None):
@@ -453,7 +506,8 @@ def render(report: dict) -> list[str]:
     mark = "PASS" if report["passed"] else "FAIL"
     lines = [f"{mark} on {report['core']} ({report['board']}, {report['kernels']}): {report['golden_vectors']} golden "
              f"vectors, worst difference {report['max_steps']} int8 step(s)"
-             + (f"; arena used {arena['used']:,} of {arena['recorded']:,} B" if arena else ""),
+             + (f"; arena: {arena.get('minimum', 0):,} B smallest that passes, {arena['used']:,} B in use after "
+                f"allocation, {arena['recorded']:,} B in main.cc" if arena else ""),
              f"  flash {flash['total']:,} B = model {flash['model']:,} + TFLite Micro and kernels {flash['tflm']:,} + "
              f"C library and start-up {flash['libc_startup']:,} + app {flash['app']:,} + golden vectors "
              f"{flash['golden']:,} + strings and padding {flash['strings_padding']:,}",

@@ -168,11 +168,12 @@ def _object_name(source: str) -> str:
     return source.replace("/", "__") + ".o"
 
 
-def compile_one(source: Path, out: Path, arch: list[str], root: Path, log: Path) -> None:
+def compile_one(source: Path, out: Path, arch: list[str], root: Path, log: Path, include: Path | None = None) -> None:
     """One translation unit, compiled to a temporary name and renamed into place only if it succeeded."""
     cxx = source.suffix != ".c"
     command = ["arm-none-eabi-g++" if cxx else "arm-none-eabi-gcc", *arch, *COMMON_FLAGS,
-               *(CXX_FLAGS if cxx else C_FLAGS), *(f"-I{root / i}" for i in INCLUDES), "-c", str(source)]
+               *(CXX_FLAGS if cxx else C_FLAGS), *(f"-I{root / i}" for i in INCLUDES), *([f"-I{include}"] if include else []),
+               "-c", str(source)]
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.{os.getpid()}-", suffix=TEMP_SUFFIX)
     os.close(fd)
     try:
@@ -290,12 +291,13 @@ def link(lib: Library, objects: list[Path], out: Path, link_flags: list[str], lo
     raise FirmwareError(f"linking {out.name} did not settle after {MAX_LINKS} rounds", hint=f"full log: {log}")
 
 
-def compile_app(sources: list[Path], folder: Path, arch: list[str], root: Path, log: Path) -> list[Path]:
+def compile_app(sources: list[Path], folder: Path, arch: list[str], root: Path, log: Path,
+                include: Path | None = None) -> list[Path]:
     """The bundle's own files and edgedl's start-up file, compiled into the run's temporary folder."""
     objects = []
     for source in sources:
         out = folder / (source.stem + ".o")
-        compile_one(source, out, arch, root, log)
+        compile_one(source, out, arch, root, log, include)
         objects.append(out)
     return objects
 
