@@ -87,6 +87,12 @@ def test_mlp_firmware_passes_on_cortex_m4_and_the_bundle_records_it(m4_run, fw_b
     assert ins["invokes"] == 8 and 0 < ins["min"] <= ins["per_invoke"] <= ins["max"]
     assert record["estimates"]["cpi_assumed"] == 1.0 and "estimate" in record["estimates"]["label"]
     assert "Arduino Nano 33 BLE Sense" in record["estimates"]["ms_at"]  # a Cortex-M4 board
+    nano = record["boards"]["nano33ble"]  # a Cortex-M4 board: fitted with the linked image's numbers
+    assert nano["basis"].startswith("firmware") and nano["fits"]
+    assert nano["ram_headroom"] == nano["usable_ram"] - ram["total"]
+    assert nano["flash_headroom"] == nano["usable_flash"] - (flash["total"] - flash["golden"])
+    assert record["boards"]["esp32s3"]["basis"].startswith("not emulated")
+    assert "mcu-check" in record["boards"]["stm32h743"]["basis"]  # a Cortex-M7: no run for it here
     readme_table = (TREE / "README.md").read_text()
     assert record["build"]["commits"]["tflite_micro"] in readme_table
     assert record["build"]["commits"]["cmsis_nn"] in readme_table

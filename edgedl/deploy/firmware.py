@@ -184,6 +184,7 @@ def firmware(source: str | Path, core_name: str | None = None, target: str | Non
     report = {"core": c.cpu, "board": c.board, "kernels": c.kernels, "passed": run["passed"],
               "max_steps": run["max_steps"], "golden_vectors": run["vectors"], "arena": run["arena"],
               "memory": memory, "instructions": run["instructions"], "estimates": _estimates(run, c, board_info),
+              "boards": board_fits(memory, c),
               "build": {"compiler": tools["compiler"], "emulator": tools["emulator"], "flags": lib.arch +
                         list(build.COMMON_FLAGS), "tflm_tree": str(tree.root), "commits": tree.commits,
                         "library": str(lib.folder), "compiled_now": len(lib.compiled), "seconds": round(built_s, 1),
@@ -193,6 +194,12 @@ def firmware(source: str | Path, core_name: str | None = None, target: str | Non
         report["arena"]["refit"] = refit
     if record and (bundle_dir / MANIFEST).is_file():
         record_in_bundle(bundle_dir, report)
+    if target:
+        report["target"] = report["boards"][target.lower()] | {"key": target.lower()}
+    if run["passed"] and target and not report["target"]["fits"]:
+        t = report["target"]
+        report["error"] = (f"PASS on {c.cpu}, but the linked image does not fit {t['board']}: RAM headroom "
+                           f"{t['ram_headroom'] / 1024:+,.1f} KB, flash headroom {t['flash_headroom'] / 1024:+,.1f} KB")
     if not run["passed"]:
         report["error"] = (f"FAIL on {c.cpu}: the firmware's outputs differ from the golden vectors by up to "
                            f"{run['max_steps']} int8 step(s) (limit {run['limit']}); full log: {log}")
@@ -464,6 +471,26 @@ def _append(log: Path, command: list[str], output: str) -> None:
         handle.write(" ".join(command) + "\n" + output + "\n")
 
 
+def board_fits(memory: dict, c: Core) -> dict:
+    """The fit on each board, from this linked image where the board has this core: flash without the
+    golden vectors (an application does not ship them), RAM = the image's static data + bss. Boards with
+    another core keep mcu-check's estimate; a core qemu cannot emulate (Xtensa) is said to be one."""
+    from .boards import BOARDS, board_core, fit
+
+    flash = memory["flash"]["total"] - memory["flash"]["golden"]
+    fits = {}
+    for key, b in BOARDS.items():
+        found = board_core(b)
+        if found is None:
+            fits[key] = {"board": b.name, "basis": f"not emulated: {b.chip} is not a Cortex-M core"}
+        elif found[0] != c.cpu:
+            fits[key] = {"board": b.name, "basis": f"no firmware run for its {found[0]} here: mcu-check's estimate "
+                                                   "applies"}
+        else:
+            fits[key] = fit(memory["ram"]["total"], flash, b) | {"basis": f"firmware: the {c.cpu} image, linked"}
+    return fits
+
+
 def _estimates(run: dict, c: Core, board_info) -> dict:
     """Latency at each board's clock whose core this is: instructions × CPI / clock, an estimate."""
     from .boards import BOARDS, board_core
@@ -519,6 +546,11 @@ def render(report: dict) -> list[str]:
         for name, ms in report["estimates"].get("ms_at", {}).items():
             lines.append(f"  ≈ {ms:g} ms per inference at {name}'s clock (estimate, CPI {report['estimates']['cpi_assumed']} "
                          "assumed)")
+    for key, fit in report.get("boards", {}).items():
+        if "fits" in fit:
+            lines.append(f"  {'✓' if fit['fits'] else '✗'} {key:<12} {fit['board']}: RAM headroom "
+                         f"{fit['ram_headroom'] / 1024:+,.1f} KB, flash headroom {fit['flash_headroom'] / 1024:+,.1f} KB "
+                         "(from the linked image)")
     b = report["build"]
     lines.append(f"  {b['compiler']}; TFLM {b['commits']['tflite_micro'][:12]}, CMSIS-NN {b['commits']['cmsis_nn'][:12]}; "
                  f"built in {b['seconds']} s ({b['compiled_now']} library sources compiled now, cache {b['library']})")
