@@ -95,7 +95,7 @@ extern "C" void EdgedlFault() {{ for (;;) {{}} }}
 extern "C" void EdgedlReset() {{
 #if defined(__ARM_FP) || defined(__ARM_FEATURE_MVE)
   *reinterpret_cast<volatile uint32_t*>(0xE000ED88u) |= 0xFu << 20;  // CPACR: FPU and Helium on, as SystemInit does
-  __asm__ volatile("dsb\n isb");
+  __asm__ volatile("dsb\\n isb");
 #endif
   _start();
 }}
