@@ -149,7 +149,7 @@ extern "C" int __wrap__ZN6tflite16MicroInterpreter6InvokeEv(void* self) {{
 def link_flags(c: Core) -> list[str]:
     flags = [f"-Wl,--section-start=.vectors={c.boot:#x}", "-Wl,--undefined=edgedl_vectors", "-Wl,--wrap=_ZN6tflite16MicroInterpreter6InvokeEv"]
     if c.boot:
-        flags.append(f"-Wl,-Ttext={c.boot + 0x400:#x}")
+        flags.append(f"-Wl,-Ttext-segment={c.boot + 0x400:#x}")  # .init and .text after the vectors
     if c.data_at is not None:
         flags.append(f"-Wl,-Tdata={c.data_at:#x}")
     return flags
@@ -555,3 +555,46 @@ def render(report: dict) -> list[str]:
     lines.append(f"  {b['compiler']}; TFLM {b['commits']['tflite_micro'][:12]}, CMSIS-NN {b['commits']['cmsis_nn'][:12]}; "
                  f"built in {b['seconds']} s ({b['compiled_now']} library sources compiled now, cache {b['library']})")
     return lines
+
+
+# ---------------------------------------------------------------- the host build, through the bundle's CMakeLists.txt
+
+def host_cmake(source: str | Path, tflm: str | None = None, timeout_s: float = 120.0, say=print) -> dict:
+    """Build the bundle's mcu/ folder on this machine the way its README tells a user (CMake, g++,
+    reference kernels), against a TFLite Micro library edgedl compiles into the cache, and run it."""
+    import shutil
+
+    bundle_dir, mcu_dir = _folders(Path(source))
+    missing = [tool for tool in ("g++", "gcc", "ar", "cmake") if shutil.which(tool) is None]
+    if missing:
+        raise FirmwareError(f"{', '.join(missing)} not found: the host build needs them", hint="apt-get install g++ cmake")
+    tree = build.find_tree(tflm, host=True)
+    compiler = subprocess.run(["g++", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    lib = build.library(tree, build.HOST, compiler)
+    log = lib.folder / "last-build.log"
+    log.write_text("")
+    say(f"building {bundle_dir.name}'s CMake project on this machine (g++, reference kernels) …")
+    with tempfile.TemporaryDirectory(prefix="edgedl-host-") as tmp:
+        work = Path(tmp)
+        sources = [mcu_dir / "main.cc", mcu_dir / "model_data.cc", mcu_dir / "golden_data.cc"]
+        objects = build.compile_app(sources, work, build.HOST, tree.root, log)
+        build.link(lib, objects, work / "closure", [], log)  # grows the library to what the model needs
+        started = time.perf_counter()
+        build._run(["cmake", "-S", str(mcu_dir), "-B", str(work / "cmake"), f"-DTFLM_ROOT={tree.root}",
+                    f"-DTFLM_LIB={work / 'libtflm.a'}"], log, "cmake (configure)")
+        build._run(["cmake", "--build", str(work / "cmake")], log, "cmake --build")
+        seconds = time.perf_counter() - started
+        try:
+            done = subprocess.run([str(work / "cmake" / "golden_check")], capture_output=True, text=True,
+                                  timeout=timeout_s, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            raise FirmwareError(f"the host golden check did not finish within {timeout_s:.0f} s",
+                                hint=f"full log: {log}") from exc
+    _append(log, ["golden_check"], done.stdout + done.stderr)
+    verdict = _VERDICT.search(done.stdout + done.stderr)
+    if verdict is None:
+        raise FirmwareError(f"the host golden check stopped (exit {done.returncode}) without a verdict",
+                            hint=f"full log: {log}")
+    return {"passed": verdict.group(1) == "PASS" and done.returncode == 0, "max_steps": int(verdict.group(3)),
+            "exit": done.returncode, "compiler": compiler, "cmake_seconds": round(seconds, 1),
+            "library": str(lib.folder), "compiled_now": len(lib.compiled), "output": done.stdout.strip().splitlines()[-2:]}

@@ -36,6 +36,8 @@ TREE_HINT = ("make one: git clone https://github.com/tensorflow/tflite-micro && 
              "\"TARGET=cortex_m_generic OPTIMIZED_KERNEL_DIR=cmsis_nn\" /path/to/tflm-tree; then pass --tflm "
              "/path/to/tflm-tree or set EDGEDL_TFLM_ROOT")
 SOURCE_LIST = "SOURCES-cortex-m-cmsis-nn.txt"
+HOST_SOURCE_LIST = "SOURCES-host.txt"
+HOST = ["-m64"]  # the arch of a host build (x86-64, g++, reference kernels): what the bundle's CMakeLists.txt builds
 # Left out of the library: the signal library and kissfft (audio front ends no model op uses), test
 # helpers, and the cortex_m_generic log and timer, which need a device header (DWT, DCB); under the
 # emulator the generic ones print through newlib's semihosting.
@@ -84,7 +86,7 @@ def check_tools() -> dict:
     return {"compiler": version.splitlines()[0].strip(), "emulator": qemu.splitlines()[0].strip()}
 
 
-def find_tree(option: str | None) -> Tree:
+def find_tree(option: str | None, host: bool = False) -> Tree:
     """The TFLite Micro tree of --tflm or EDGEDL_TFLM_ROOT, checked to look like one."""
     given = option or os.environ.get("EDGEDL_TFLM_ROOT")
     if not given:
@@ -99,12 +101,13 @@ def find_tree(option: str | None) -> Tree:
             raise FirmwareError(f"{root} is an incomplete TFLite Micro tree: {include}/ is missing "
                                 "(the CMSIS-NN build needs flatbuffers, gemmlowp, ruy, CMSIS 6 and CMSIS-NN)",
                                 hint=TREE_HINT)
-    listed = root / SOURCE_LIST
+    listed = root / (HOST_SOURCE_LIST if host else SOURCE_LIST)
     if listed.is_file():
         names = [line.strip() for line in listed.read_text().splitlines() if line.strip()]
     else:  # a tree made by create_tflm_tree.py without the list: every source in it
         names = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.suffix in (".cc", ".c"))
-    sources = [n for n in names if not SKIP.match(n)] + [g for g in GENERIC if (root / g).is_file()]
+    sources = [n for n in names if not SKIP.match(n)]
+    sources += [g for g in GENERIC if (root / g).is_file() and g not in sources]
     missing = [n for n in sources if not (root / n).is_file()]
     if missing:
         raise FirmwareError(f"{root} is a broken TFLite Micro tree: {len(missing)} listed source(s) missing, "
@@ -170,8 +173,10 @@ def _object_name(source: str) -> str:
 
 def compile_one(source: Path, out: Path, arch: list[str], root: Path, log: Path, include: Path | None = None) -> None:
     """One translation unit, compiled to a temporary name and renamed into place only if it succeeded."""
-    cxx = source.suffix != ".c"
-    command = ["arm-none-eabi-g++" if cxx else "arm-none-eabi-gcc", *arch, *COMMON_FLAGS,
+    cxx, host = source.suffix != ".c", arch == HOST
+    flags = [f for f in COMMON_FLAGS if not (host and f == "-DCMSIS_NN")]  # the host build: reference kernels
+    tool = ("g++" if cxx else "gcc") if host else ("arm-none-eabi-g++" if cxx else "arm-none-eabi-gcc")
+    command = [tool, *arch, *flags,
                *(CXX_FLAGS if cxx else C_FLAGS), *(f"-I{root / i}" for i in INCLUDES), *([f"-I{include}"] if include else []),
                "-c", str(source)]
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.{os.getpid()}-", suffix=TEMP_SUFFIX)
@@ -268,9 +273,13 @@ def link(lib: Library, objects: list[Path], out: Path, link_flags: list[str], lo
         members = sorted(objects_dir.glob("*.o"))
         archive.unlink(missing_ok=True)
         if members:
-            _run(["arm-none-eabi-ar", "rcs", str(archive), *map(str, members)], log, "archiving the library")
-        command = ["arm-none-eabi-g++", *lib.arch, "--specs=rdimon.specs", *map(str, objects),
-                   *([str(archive)] if members else []), "-Wl,--gc-sections", f"-Wl,-Map={out.with_suffix('.map')}",
+            _run(["ar" if lib.arch == HOST else "arm-none-eabi-ar", "rcs", str(archive), *map(str, members)], log,
+                 "archiving the library")
+        start = ["g++", *lib.arch] if lib.arch == HOST else ["arm-none-eabi-g++", *lib.arch, "--specs=rdimon.specs"]
+        command = [*start, *map(str, objects),
+                   *([str(archive)] if members else []),
+                   # the host closure links as CMake will (no section gc: every pulled member must resolve)
+                   *([] if lib.arch == HOST else ["-Wl,--gc-sections"]), f"-Wl,-Map={out.with_suffix('.map')}",
                    *link_flags, "-o", str(out)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode == 0:
