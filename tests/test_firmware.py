@@ -162,3 +162,12 @@ def test_boards_know_their_cortex_m_core():
     assert board_core(BOARDS["esp32s3"]) is None
     cores = {board_core(b)[0] for b in BOARDS.values() if board_core(b)}
     assert {"cortex-m4", "cortex-m7", "cortex-m33"} <= cores
+
+
+@pytest.mark.slow  # trains and bundles an MLP; builds TFLite Micro for the host
+def test_the_bundles_cmake_project_builds_and_passes_on_the_host(fw_bundle, firmware_cache, capsys):
+    if shutil.which("cmake") is None and not os.environ.get("CI"):
+        pytest.skip("no cmake here")
+    code, out, err = run_cli(["firmware", fw_bundle, "--host", "--tflm", TREE], capsys)
+    assert code == 0, err
+    assert "PASS on this machine through CMake" in out and "worst difference 0 int8 step(s)" in out

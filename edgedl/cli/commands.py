@@ -549,8 +549,11 @@ def mcu_check(source, target, data, samples, json_out):
               help="A TFLite Micro tree (create_tflm_tree.py's output, with CMSIS-NN). [default: $EDGEDL_TFLM_ROOT]")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=120.0, show_default=True,
               help="Seconds the emulated board may run before it counts as hung.")
+@click.option("--host", is_flag=True,
+              help="Instead: build the mcu/ folder's CMakeLists.txt on this machine (cmake, g++, reference kernels, "
+                   "the tree's host source list) and run its golden check.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
-def firmware(source, core_name, target, tflm, timeout_s, json_out):
+def firmware(source, core_name, target, tflm, timeout_s, host, json_out):
     """Compile a bundle's mcu/ project for a Cortex-M core and run it on an emulated board.
 
     SOURCE is a bundle folder (from `edgedl bundle --target mcu`) or its mcu/ folder. The bundle's own
@@ -574,8 +577,17 @@ def firmware(source, core_name, target, tflm, timeout_s, json_out):
     """
     from ..core.files import write_json
     from ..deploy.firmware import firmware as run_firmware
-    from ..deploy.firmware import render
+    from ..deploy.firmware import host_cmake, render
 
+    if host:
+        result = host_cmake(source, tflm=tflm, timeout_s=timeout_s, say=click.echo)
+        click.echo(f"{'PASS' if result['passed'] else 'FAIL'} on this machine through CMake ({result['compiler']}): worst "
+                   f"difference {result['max_steps']} int8 step(s); cmake configure + build {result['cmake_seconds']} s")
+        if json_out:
+            write_json(json_out, result)
+        if not result["passed"]:
+            raise EdgedlError(f"the host build's golden check failed (exit {result['exit']}): {result['output']}")
+        return
     report = run_firmware(source, core_name=core_name, target=target, tflm=tflm, timeout_s=timeout_s,
                           say=click.echo)
     for line in render(report):

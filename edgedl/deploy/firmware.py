@@ -597,4 +597,5 @@ def host_cmake(source: str | Path, tflm: str | None = None, timeout_s: float = 1
                             hint=f"full log: {log}")
     return {"passed": verdict.group(1) == "PASS" and done.returncode == 0, "max_steps": int(verdict.group(3)),
             "exit": done.returncode, "compiler": compiler, "cmake_seconds": round(seconds, 1),
-            "library": str(lib.folder), "compiled_now": len(lib.compiled), "output": done.stdout.strip().splitlines()[-2:]}
+            "library": str(lib.folder), "compiled_now": len(lib.compiled),
+            "output": (done.stdout + done.stderr).strip().splitlines()[-2:]}
