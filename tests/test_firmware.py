@@ -171,3 +171,19 @@ def test_the_bundles_cmake_project_builds_and_passes_on_the_host(fw_bundle, firm
     code, out, err = run_cli(["firmware", fw_bundle, "--host", "--tflm", TREE], capsys)
     assert code == 0, err
     assert "PASS on this machine through CMake" in out and "worst difference 0 int8 step(s)" in out
+
+
+def test_an_image_larger_than_the_emulated_board_is_refused_with_the_numbers(tmp_path):
+    from edgedl.deploy.firmware import CORES, _check_fits
+    from edgedl.deploy.firmware_build import FirmwareError
+
+    log = tmp_path / "build.log"
+    m0, m55 = CORES["cortex-m0plus"], CORES["cortex-m55"]
+    fits = {"end": 0x20000000 + 8 * 1024, "code_end": 200 * 1024, "data_end": 0x20000000 + 8 * 1024}
+    _check_fits(fits, m0, log)  # 200 KB of flash, 8 KB + stack of RAM: fits the micro:bit
+    with pytest.raises(FirmwareError, match=r"needs 307,200 B of flash; microbit has 256 KB"):
+        _check_fits(fits | {"code_end": 300 * 1024}, m0, log)
+    with pytest.raises(FirmwareError, match=r"needs 17,408 B of RAM with the stack; microbit has 16 KB"):
+        _check_fits(fits | {"data_end": 0x20000000 + 13 * 1024}, m0, log)
+    with pytest.raises(FirmwareError, match=r"mps3-an547 has 512 KB"):
+        _check_fits({"end": 600 * 1024, "code_end": 590 * 1024, "data_end": 600 * 1024}, m55, log)
