@@ -111,6 +111,7 @@ def test_recorded_arena_is_the_32_bit_one_within_the_margin(m4_run, fw_bundle):
     assert recorded < x86_arena  # x86-64's pointers and structs are wider than the 32-bit core's
     main_cc = (fw_bundle / "mcu" / "main.cc").read_text()
     assert f"constexpr int kArenaSize = {recorded};" in main_cc
+    assert f"constexpr int kArenaSize = {x86_arena};  // mcu-check, x86-64" in main_cc  # the 64-bit host keeps its own
     assert report["arena"]["recorded"] == recorded  # the confirming run used the arena the bundle ships
 
 

@@ -234,7 +234,8 @@ def probe_main(main_cc: str) -> str:
     if not _ARENA_LINE.search(main_cc) or "tensor_arena, kArenaSize)" not in main_cc:
         raise FirmwareError("main.cc was edited (no `constexpr int kArenaSize` or interpreter line): cannot probe "
                             "its arena", hint="regenerate the bundle with `edgedl bundle`")
-    text = _ARENA_LINE.sub(lambda m: m.group(0) + "\nstatic int edgedl_arena_size = kArenaSize;", main_cc, count=1)
+    text = main_cc.replace("alignas(16) static uint8_t tensor_arena[kArenaSize];",
+                           "static int edgedl_arena_size = kArenaSize;\nalignas(16) static uint8_t tensor_arena[kArenaSize];")
     text = text.replace("tensor_arena, kArenaSize)", "tensor_arena, edgedl_arena_size)")
     return "#define EDGEDL_NO_MAIN 1\n#include <cstdio>\n" + text + """
 // edgedl: find the smallest arena that passes, by bisection in 16-byte steps
@@ -269,6 +270,12 @@ def _probe_arena(image: Path, c: Core, timeout_s: float, log: Path) -> int:
 
 
 _ARENA_LINE = re.compile(r"constexpr int kArenaSize = (\d+);")
+_ARENA_32BIT = re.compile(r"(#else  // 32-bit[^\n]*\nconstexpr int kArenaSize = )(\d+);")
+_HOST_BLOCK = """#if UINTPTR_MAX > 0xFFFFFFFFu  // a 64-bit host (the CMakeLists.txt check): wider pointers and structs
+constexpr int kArenaSize = {host};  // mcu-check, x86-64
+#else  // 32-bit microcontrollers: the smallest that passed on the emulated cores (edgedl firmware) + margin
+constexpr int kArenaSize = {mcu};
+#endif"""
 
 
 def _refit_arena(bundle_dir: Path, mcu_dir: Path, c: Core, arena: dict) -> dict | None:
@@ -282,11 +289,16 @@ def _refit_arena(bundle_dir: Path, mcu_dir: Path, c: Core, arena: dict) -> dict 
     runs[c.cpu] = arena["minimum"]
     target = with_margin(max(runs.values()))
     main_cc = (mcu_dir / "main.cc").read_text()
-    found = _ARENA_LINE.search(main_cc)
-    if not found or int(found.group(1)) == target:
+    refitted = _ARENA_32BIT.search(main_cc)  # an earlier firmware run split the arena by pointer width
+    found = refitted or _ARENA_LINE.search(main_cc)
+    old = int(found.group(2 if refitted else 1)) if found else None
+    if old is None or old == target:
         return None
-    old = int(found.group(1))
-    write_text(mcu_dir / "main.cc", _ARENA_LINE.sub(f"constexpr int kArenaSize = {target};", main_cc))
+    if refitted:
+        text = _ARENA_32BIT.sub(lambda m: f"{m.group(1)}{target};", main_cc)
+    else:  # x86-64 keeps mcu-check's arena (the host CMake build runs there); 32-bit cores get theirs
+        text = _ARENA_LINE.sub(_HOST_BLOCK.format(host=old, mcu=target), main_cc, count=1)
+    write_text(mcu_dir / "main.cc", text)
     mcu = manifest.get("mcu") or {}
     if "arena" in mcu:
         mcu["arena"].update(with_margin=target, minimum_32bit=max(runs.values()), cores_32bit=sorted(runs),
