@@ -702,3 +702,66 @@ def mcu_check(source, target, data, samples, json_out):
     if not report["passed"]:
         raise EdgedlError(f"{Path(source).name}: {failure(report)}")
     click.echo("all microcontroller checks pass")
+
+
+@cli.command("firmware")
+@click.argument("source", type=click.Path())
+@click.option("--core", "core_name", default=None,
+              type=click.Choice(["cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55",
+                                 "m0plus", "m3", "m4", "m7", "m33", "m55"], case_sensitive=False),
+              help="The Cortex-M core to compile for and emulate (cortex-m0plus: micro:bit, m3: mps2-an385, "
+                   "m4: mps2-an386, m7: mps2-an500, m33: mps2-an505, m55: mps3-an547).")
+@click.option("--target", default=None, metavar="BOARD",
+              help="A board (e.g. nano33ble, stm32h743, pico): its core is emulated and its clock used for the "
+                   "latency estimate. ESP32's Xtensa cannot be emulated here.")
+@click.option("--tflm", default=None, type=click.Path(file_okay=False),
+              help="A TFLite Micro tree (create_tflm_tree.py's output, with CMSIS-NN). [default: $EDGEDL_TFLM_ROOT]")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=120.0, show_default=True,
+              help="Seconds the emulated board may run before it counts as hung.")
+@click.option("--host", is_flag=True,
+              help="Instead: build the mcu/ folder's CMakeLists.txt on this machine (cmake, g++, reference kernels, "
+                   "the tree's host source list) and run its golden check.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
+def firmware(source, core_name, target, tflm, timeout_s, host, json_out):
+    """Compile a bundle's mcu/ project for a Cortex-M core and run it on an emulated board.
+
+    SOURCE is a bundle folder (from `edgedl bundle --target mcu`) or its mcu/ folder. The bundle's own
+    main.cc, model_data.cc and golden_data.cc are compiled with arm-none-eabi-g++ (-Os, CMSIS-NN
+    kernels) against a TFLite Micro tree, linked with newlib's semihosting, and run under
+    qemu-system-arm. The TFLite Micro library is compiled once per (tree, core, flags) into
+    $XDG_CACHE_HOME/edgedl/tflm (default ~/.cache), only the sources the model needs.
+
+    Prints PASS or FAIL on the golden vectors with the worst int8 step, the arena used on the
+    32-bit core, flash and RAM of the linked image split into model, TFLite Micro with its kernels,
+    and C library with start-up, and instructions per Invoke (qemu -icount, read through SysTick)
+    with a latency estimate at the board's clock. A bundle's manifest and README record the run.
+    Exit 1 on FAIL or on any build or emulator fault (the line names the full log).
+
+    Needs: apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib qemu-system-arm
+
+    \b
+    Examples:
+      edgedl firmware bundles/mlp_int8 --core cortex-m4 --tflm ../tflm-tree
+      edgedl firmware bundles/mlp_int8 --target nano33ble
+    """
+    from ..core.files import write_json
+    from ..deploy.firmware import firmware as run_firmware
+    from ..deploy.firmware import host_cmake, render
+
+    if host:
+        result = host_cmake(source, tflm=tflm, timeout_s=timeout_s, say=click.echo)
+        click.echo(f"{'PASS' if result['passed'] else 'FAIL'} on this machine through CMake ({result['compiler']}): worst "
+                   f"difference {result['max_steps']} int8 step(s); cmake configure + build {result['cmake_seconds']} s")
+        if json_out:
+            write_json(json_out, result)
+        if not result["passed"]:
+            raise EdgedlError(f"the host build's golden check failed (exit {result['exit']}): {result['output']}")
+        return
+    report = run_firmware(source, core_name=core_name, target=target, tflm=tflm, timeout_s=timeout_s,
+                          say=click.echo)
+    for line in render(report):
+        click.echo(line)
+    if json_out:
+        write_json(json_out, report)
+    if report.get("error"):
+        raise EdgedlError(report["error"])

@@ -88,3 +88,14 @@ def fit(needs_ram: int, needs_flash: int, target: Board) -> dict:
     ram_left, flash_left = target.usable_ram - needs_ram, target.usable_flash - needs_flash
     return {"board": target.name, "fits": ram_left >= 0 and flash_left >= 0, "ram_headroom": ram_left,
             "flash_headroom": flash_left, "usable_ram": target.usable_ram, "usable_flash": target.usable_flash}
+
+
+def board_core(target: Board) -> tuple[str, int] | None:
+    """(the -mcpu name of the board's Cortex-M core, its clock in MHz), read from the chip's description;
+    None for a core that is not a Cortex-M (ESP32's Xtensa), which `edgedl firmware` cannot emulate."""
+    import re
+
+    match = re.search(r"Cortex-M(\d+)(\+?)F?\s+(?:\d+/)?(\d+) MHz", target.chip)
+    if not match:
+        return None
+    return f"cortex-m{match.group(1)}{'plus' if match.group(2) else ''}", int(match.group(3))

@@ -188,8 +188,12 @@ if(NOT TFLM_LIB)
 endif()
 set(CMAKE_CXX_STANDARD 17)
 add_executable(golden_check main.cc model_data.cc golden_data.cc)
+# a tflite-micro checkout keeps its third-party headers under tools/make/downloads; a tree made by
+# create_tflm_tree.py under third_party: either works
 target_include_directories(golden_check PRIVATE ${TFLM_ROOT} ${TFLM_ROOT}/tensorflow/lite/micro/tools/make/downloads/flatbuffers/include
-                           ${TFLM_ROOT}/tensorflow/lite/micro/tools/make/downloads/gemmlowp)
+                           ${TFLM_ROOT}/tensorflow/lite/micro/tools/make/downloads/gemmlowp
+                           ${TFLM_ROOT}/third_party/flatbuffers/include ${TFLM_ROOT}/third_party/gemmlowp
+                           ${TFLM_ROOT}/third_party/ruy)
 target_compile_definitions(golden_check PRIVATE TF_LITE_STATIC_MEMORY)
 target_link_libraries(golden_check PRIVATE ${TFLM_LIB})
 """
