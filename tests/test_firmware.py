@@ -188,3 +188,33 @@ def test_an_image_larger_than_the_emulated_board_is_refused_with_the_numbers(tmp
         _check_fits(fits | {"data_end": 0x20000000 + 13 * 1024}, m0, log)
     with pytest.raises(FirmwareError, match=r"mps3-an547 has 512 KB"):
         _check_fits({"end": 600 * 1024, "code_end": 590 * 1024, "data_end": 600 * 1024}, m55, log)
+
+
+def test_an_optional_firmware_check_is_skipped_with_its_reason_and_never_passed(tmp_path, monkeypatch):
+    from edgedl.deploy.firmware import firmware_cell, firmware_check
+
+    monkeypatch.delenv("EDGEDL_TFLM_ROOT", raising=False)
+    (tmp_path / "mcu").mkdir()
+    (tmp_path / "mcu" / "main.cc").write_text("// placeholder: never compiled, the check is skipped first\n")
+    said = []
+    xtensa = firmware_check(tmp_path, "esp32s3", None, say=said.append)
+    assert xtensa["passed"] is None and "not a Cortex-M core" in xtensa["skipped"]
+    no_tree = firmware_check(tmp_path, "nano33ble", None, say=said.append)
+    assert no_tree["passed"] is None and re.search(r"no TFLite Micro tree|arm-none-eabi", no_tree["skipped"])
+    assert firmware_cell(no_tree).startswith("skipped: ") and "PASS" not in firmware_cell(no_tree)
+    assert all(line.startswith("firmware check skipped: ") for line in said)
+    assert firmware_check(tmp_path / "nothing", "nano33ble", str(TREE), say=said.append)["skipped"].endswith(
+        "has no mcu/ folder")
+
+
+@pytest.mark.slow  # trains and bundles an MLP; builds firmware (the library is warm after the M4 run)
+def test_a_boards_firmware_verdict_for_the_report(m4_run, fw_bundle, tmp_path):
+    from edgedl.deploy.firmware import firmware_cell, firmware_check
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(fw_bundle, copy)
+    verdict = firmware_check(copy, "nano33ble", str(TREE), say=lambda m: None)
+    assert verdict["passed"] and verdict["core"] == "cortex-m4" and verdict["max_steps"] == 0
+    assert verdict["instructions"] > 0 and verdict["arena"] > 0 and verdict["flash"] > verdict["arena"]
+    cell = firmware_cell(verdict)
+    assert cell.startswith("PASS on cortex-m4, 0 step(s)") and "(estimate, CPI 1.0)" in cell

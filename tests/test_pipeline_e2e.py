@@ -15,6 +15,7 @@ pytestmark = pytest.mark.e2e
 
 def test_pipeline_report_and_incremental_rerun(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("EDGEDL_TFLM_ROOT", raising=False)  # no tree: the firmware check is skipped, and says so
     out = tmp_path / "pipeline"
     args = ["pipeline", "--epochs", "1", "--bench-time", "0.2", "--out", out, "--target", "nano33ble"]
     code, stdout, err = run_cli(args, capsys)
@@ -35,6 +36,8 @@ def test_pipeline_report_and_incremental_rerun(tmp_path, capsys, monkeypatch):
         assert cells[12] == "pass" and cells[13] == "pass"  # parity, gates
         # MCU column: a verdict with RAM and flash for each full-int8 TFLite artifact, – for the rest
         assert cells[14].startswith("✓ RAM") if "_int8.tflite" in cells[1] else cells[14] == "–"
+        # firmware column: only the shipped bundle's, and without a TFLite Micro tree it is skipped, never passed
+        assert cells[15].startswith("skipped: ") if "★" in cells[1] else cells[15] == "–"
     for recipe in summary["recipes"]:
         fp32 = next(r for r in recipe["validation"]["matrix"] if r["artifact"].endswith("_fp32.tflite"))
         assert fp32["verdict"] == "pass" and fp32["max_abs"] <= 2e-5
@@ -53,6 +56,7 @@ def test_pipeline_report_and_incremental_rerun(tmp_path, capsys, monkeypatch):
     # for a board, the int8 TFLite model ships, with its firmware folder sized for that board
     assert [r["ship"] for r in summary["recipes"]] == ["mlp_int8.tflite", "cnn_int8.tflite", "lstm_int8.tflite"]
     for recipe in summary["recipes"]:
+        assert recipe["firmware"]["passed"] is None and recipe["firmware"]["skipped"]
         bundle = json.loads((out / recipe["name"] / "bundle" / "manifest.json").read_text())
         assert bundle["mcu"]["target"]["fits"] and (out / recipe["name"] / "bundle" / "mcu" / "main.cc").exists()
         assert f"kArenaSize = {bundle['mcu']['arena']['with_margin']};" in \

@@ -36,3 +36,43 @@ def test_calibration_auto_feeds_a_reordered_multi_input_model_by_name(tmp_path, 
         order = [t.name for t in runner.inputs]
     assert order == ["features", "image"]  # the case: TFLite's order is not Keras' order
     assert "ranges:" in out + err  # auto measured the candidates on the right inputs
+
+
+def test_a_float_output_rescue_is_judged_in_the_steps_of_the_int8_it_replaces():
+    """The BiLSTM case: a mixed model's float output skipped the int8 steps gate and 'passed' with the
+    failing int8's errors. Given the replaced int8's output steps, it answers to that gate."""
+    from edgedl.validate.parity import compare
+    from edgedl.validate.run import ValidateOptions, step_scales, tolerances
+
+    report = {"outputs": [{"name": "probs", "metrics": {"output_scale": 0.01}}, {"name": "raw", "metrics": {}}]}
+    scales = step_scales(report)
+    assert scales == {"probs": 0.01}
+    plain = tolerances(None, "mixed", ValidateOptions())
+    judged = tolerances(None, "mixed", ValidateOptions(step_scales=scales))
+    assert "max_mean_error_steps" not in plain and judged["max_mean_error_steps"] == 2.0
+    assert tolerances(None, "int16x8", ValidateOptions(step_scales=scales))["max_mean_error_steps"] == 2.0
+    rng = np.random.default_rng(0)
+    reference = np.eye(4)[rng.integers(0, 4, 200)] * 0.8 + 0.05
+    candidate = reference + rng.choice([-0.04, 0.04], reference.shape)  # 4 steps off, every top-1 kept
+    unjudged = compare([reference], [candidate], ["probs"], {}, plain, [None], ["classification"])[0]
+    assert unjudged.passed  # the hole: nothing measured the error that failed
+    check = compare([reference], [candidate], ["probs"], {}, judged, [scales["probs"]], ["classification"])[0]
+    assert not check.passed and "quantization steps > 2" in check.failures[0]
+
+
+def test_a_rescue_no_better_than_plain_int8_is_refused():
+    from edgedl.validate.rescue import _no_better
+
+    baseline = {"sqnr_db": 21.0, "passed": False}
+    assert _no_better({"sqnr_db": 30.0, "passed": True, "failures": []}, baseline)["passed"]
+    same = _no_better({"sqnr_db": 21.0, "passed": True, "failures": []}, baseline)
+    assert not same["passed"] and "no better than plain int8" in same["failures"][0]
+
+
+def test_the_search_writes_nothing_when_plain_int8_already_passes(tiny_runs, tmp_path, capsys):
+    """The Normalization case: 'plain int8 already passes' and then a NAME_mixed file was written anyway."""
+    code, out, err = run_cli(["export", tiny_runs["mlp"], "--format", "tflite", "--quantize", "int8",
+                              "--keep-float", "auto", "--out", tmp_path / "exports"], capsys)
+    assert code == 0, out + err
+    assert "plain int8 already passes" in err and "nothing written; use the plain int8 tflite artifact" in err
+    assert not list((tmp_path / "exports").glob("*mixed*")), "the search chose no layer: no mixed file"

@@ -150,7 +150,7 @@ def test_each_rescue_raises_agreement_and_accuracy_over_plain_ptq(outlier_run, c
 
     from edgedl.pipeline.rescue import climb
 
-    ranged = climb("calibration", "tflite", SimpleNamespace(name="outlier_cnn"), run, run.parent, {}, print)
+    ranged = climb("calibration", "tflite", SimpleNamespace(name="outlier_cnn"), run, run.parent, {}, None, print)
     assert ranged["artifact"] == "outlier_cnn_int8-calibrated.tflite" and ranged["method"] in ("entropy", "percentile")
     assert (exports / "outlier_cnn_int8.tflite").exists(), "the rung writes beside PTQ, never over it"
     facts = json.loads((exports / "outlier_cnn_int8-calibrated.tflite.json").read_text())

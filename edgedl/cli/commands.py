@@ -233,7 +233,10 @@ def export(model, formats, quantize, keep_float, calibration_method, io, calibra
         records = export_with_search(model, targets, out, options, declared, say=lambda m: click.echo(m, err=True))
     else:
         records = run_export(model, targets, out=out, options=options, progress=lambda m: click.echo(m, err=True))
-    click.echo(f"wrote {len(records)} artifact(s) to {records[0]['out_dir']}")
+    if records:
+        click.echo(f"wrote {len(records)} artifact(s) to {records[0]['out_dir']}")
+    else:
+        click.echo("wrote nothing: no target needed an artifact (see above)")
 
 
 @cli.command()
@@ -509,8 +512,12 @@ def _check_bench_outputs(artifacts, json_out, csv_out, plot_out, force) -> None:
 @card_options
 @click.option("--verify-on", type=click.Choice(["rpi-emulated"]), default=None,
               help="Then run the bundle on an emulated Raspberry Pi 4 and 5 (see `edgedl device-check`).")
+@click.option("--tflm", default=None, type=click.Path(file_okay=False),
+              help="With --target BOARD: a TFLite Micro tree; the bundle's mcu/ project is then compiled for the "
+                   "board's Cortex-M core and run on an emulated board (`edgedl firmware`). Without a tree or the Arm "
+                   "toolchain that check is reported as skipped, never as passed. [default: $EDGEDL_TFLM_ROOT]")
 def bundle(artifact, out, targets, min_agreement, max_accuracy_drop, tolerances, data, card, task, labels_file,
-           input_scale, input_offset, verify_on):
+           input_scale, input_offset, verify_on, tflm):
     """Package a validated .tflite ARTIFACT for a Raspberry Pi, Android app or microcontroller.
 
     The artifact is validated first and the bundle is refused if it is not faithful. The bundle
@@ -532,8 +539,15 @@ def bundle(artifact, out, targets, min_agreement, max_accuracy_drop, tolerances,
     overrides = {k: v for k, v in {"min_agreement": min_agreement, "max_accuracy_drop": max_accuracy_drop}.items()
                  if v is not None} | tolerances
     declared = {"data": data, "card": card, "task": task, "input_scale": input_scale, "input_offset": input_offset}
-    run_bundle(artifact, out, labels=labels_file, targets=csv_list(targets), say=click.echo, tolerances=overrides,
-               declared=declared)
+    manifest = run_bundle(artifact, out, labels=labels_file, targets=csv_list(targets), say=click.echo,
+                          tolerances=overrides, declared=declared)
+    board = (manifest.get("mcu") or {}).get("target")
+    if board:
+        from ..deploy.firmware import firmware_check
+
+        result = firmware_check(Path(out), board["key"], tflm, say=click.echo)
+        if result.get("passed") is False:
+            raise EdgedlError(f"firmware: {result.get('error')}")
     if verify_on == "rpi-emulated":
         from ..deploy.device_check import device_check as run_check
 
@@ -563,10 +577,14 @@ def bundle(artifact, out, targets, min_agreement, max_accuracy_drop, tolerances,
                    "[default: each recipe's [train] backend, else tensorflow]")
 @click.option("--no-rescue", is_flag=True, help="Do not climb the rescue ladder (calibration → keep_float → int16x8 → qat) when "
                                                 "an int8 artifact fails its gates.")
+@click.option("--tflm", default=None, type=click.Path(file_okay=False),
+              help="With --target BOARD: a TFLite Micro tree; the bundle's mcu/ project is then compiled for the "
+                   "board's Cortex-M core and run on an emulated board (`edgedl firmware`). Without a tree or the Arm "
+                   "toolchain that check is reported as skipped, never as passed. [default: $EDGEDL_TFLM_ROOT]")
 @click.option("--unsafe", is_flag=True, help="Let a bare `edgedl pipeline` run recipes found in ./models that import "
                                              "Python code (architecture = \"file.py:function\").")
 def pipeline(recipes, out, force, epochs, max_accuracy_drop, min_agreement, max_latency_ms, max_size_kb,
-             bench_time, no_layers, target, backend, no_rescue, unsafe):
+             bench_time, no_layers, target, backend, no_rescue, tflm, unsafe):
     """Train → export → validate → (rescue) → bench → (mcu) → bundle → report, for each RECIPE.
 
     RECIPES default to the seed models in models/ (mlp, cnn, lstm) on the built-in digits.
@@ -588,7 +606,8 @@ def pipeline(recipes, out, force, epochs, max_accuracy_drop, min_agreement, max_
     from ..pipeline.run import pipeline as run_pipeline
 
     options = PipelineOptions(out=out, force=force, epochs=epochs, bench_min_time=bench_time, layers=not no_layers,
-                              target=target, rescue=not no_rescue, backend=backend, unsafe=unsafe, gates={"max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement,
+                              target=target, rescue=not no_rescue, backend=backend, unsafe=unsafe, tflm=tflm,
+                              gates={"max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement,
                                      "max_latency_ms": max_latency_ms, "max_size_kb": max_size_kb})
     summary = run_pipeline(list(recipes), options, say=click.echo)
     click.echo(f"\nreport: {summary['report']}  (and {Path(summary['out']) / 'report.md'})")

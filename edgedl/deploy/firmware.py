@@ -20,7 +20,9 @@ manifest (``firmware``, per core) and its README.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -516,6 +518,69 @@ def _estimates(run: dict, c: Core, board_info) -> dict:
     return {"cpi_assumed": CPI, "label": f"estimate: instructions × {CPI} cycle per instruction ÷ clock; qemu counts "
                                          "instructions, not cycles (flash wait states and stalls not modelled)",
             "ms_at": {name: round(per_invoke * CPI / (mhz * 1e3), 4) for name, mhz in sorted(clocks.items())}}
+
+
+# ---------------------------------------------------------------- the optional check of bundle and pipeline
+
+def firmware_check(bundle_dir: Path, target: str, tflm: str | None = None, say=print) -> dict:
+    """The firmware run a bundle for ``target`` gets when a tree and the toolchain are here: a compact
+    verdict, or ``skipped`` with the reason. A skipped check is never a pass; a fault is a FAIL with its line."""
+    from ..core.errors import EdgedlError
+    from .boards import board, board_core
+
+    b = board(target)
+    reason = _skip_reason(bundle_dir, b, board_core(b), tflm)
+    if reason:
+        say(f"firmware check skipped: {reason}")
+        return {"skipped": reason, "passed": None}
+    try:
+        report = firmware(bundle_dir, target=target, tflm=tflm, say=say)
+    except EdgedlError as exc:
+        say(f"✗ firmware: {exc.one_line()}")
+        return {"passed": False, "error": exc.one_line()}
+    for line in render(report):
+        say(line)
+    return compact(report)
+
+
+def _skip_reason(bundle_dir: Path, b, found, tflm: str | None) -> str | None:
+    if not (bundle_dir / "mcu" / "main.cc").is_file():
+        return f"{bundle_dir.name} has no mcu/ folder"
+    if found is None:
+        return f"{b.name}'s {b.chip} is not a Cortex-M core; qemu cannot emulate it here"
+    missing = [tool for tool in build.TOOLS if shutil.which(tool) is None]
+    if missing:
+        return f"no {', '.join(missing)} (apt-get install {build.DEBIAN_PACKAGES})"
+    if not (tflm or os.environ.get("EDGEDL_TFLM_ROOT")):
+        return "no TFLite Micro tree (pass --tflm DIR or set EDGEDL_TFLM_ROOT)"
+    return None
+
+
+def compact(report: dict) -> dict:
+    """What a report table shows of a firmware run."""
+    memory, arena, ins = report["memory"], report.get("arena") or {}, report.get("instructions") or {}
+    estimates = (report.get("estimates") or {}).get("ms_at", {})
+    return {"passed": report["passed"], "core": report["core"], "board": report["board"],
+            "max_steps": report["max_steps"], "arena": arena.get("recorded"), "arena_minimum": arena.get("minimum"),
+            "flash": memory["flash"]["total"], "ram": memory["ram"]["total"],
+            "instructions": ins.get("per_invoke"), "estimate_ms": estimates,
+            "cpi_assumed": (report.get("estimates") or {}).get("cpi_assumed"), "error": report.get("error")}
+
+
+def firmware_cell(verdict: dict | None) -> str:
+    """The shipped bundle's firmware run on the board's emulated core: PASS with arena, flash and
+    instructions (and the latency estimate, labelled), FAIL with its line, or skipped with the reason."""
+    if not verdict:
+        return "–"
+    if verdict.get("skipped"):
+        return f"skipped: {verdict['skipped']}"
+    if not verdict.get("passed"):
+        return f"**FAIL** {verdict.get('error') or ''}".strip()
+    estimate = "; ".join(f"≈ {ms:g} ms at {board} (estimate, CPI {verdict.get('cpi_assumed')})"
+                         for board, ms in (verdict.get("estimate_ms") or {}).items())
+    return (f"PASS on {verdict['core']}, {verdict['max_steps']} step(s); arena {verdict['arena'] or 0:,} B; flash "
+            f"{verdict['flash'] / 1024:,.1f} KB; {verdict['instructions'] or 0:,} instructions per inference"
+            + (f"; {estimate}" if estimate else ""))
 
 
 # ---------------------------------------------------------------- the bundle's record

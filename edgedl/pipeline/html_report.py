@@ -13,6 +13,7 @@ import platform
 from html import escape
 
 from ..core.env import machine_fingerprint
+from ..deploy.firmware import firmware_cell
 from . import svg
 from .gates import rows
 from .overlays import SQNR_THRESHOLDS, STEPS_THRESHOLDS
@@ -292,8 +293,11 @@ def _mcu(recipe: dict, target: str | None) -> str:
                     + _td(v.get("why") or "", cls="wrap") + "</tr>")
     head = [("artifact", True), ("TFLite Micro", False), ("µs / inference", False), ("RAM (KB)", False),
             ("flash (KB)", False), ("RAM headroom", False), ("flash headroom", False), ("why", True)]
+    firmware = recipe.get("firmware")
+    line = (f"<p>Firmware of the shipped bundle on {escape(target or '')}'s core (emulated): "
+            f"{escape(firmware_cell(firmware).replace('**', ''))}</p>" if firmware else "")
     return (f"<h3>Microcontroller ({escape(target or '')})</h3>"
-            + _table(f"mcu-{recipe['name']}", head, body, filterable=False))
+            + _table(f"mcu-{recipe['name']}", head, body, filterable=False) + line)
 
 
 def _device(recipe: dict) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 from ..bench.render import latency_figure, pyplot, save_figure
 from ..core.env import machine_fingerprint
 from ..core.files import atomic_path, write_text
+from ..deploy.firmware import firmware_cell
 from ..validate.matrix import matrix_markdown
 from .gates import rows
 
@@ -32,7 +33,7 @@ SUMMARY_HEADER = ("| model | artifact | format | precision | size (KB) | accurac
 
 def summary_table(summary: dict) -> str:
     target = summary.get("target")
-    header = SUMMARY_HEADER + (f" MCU ({target}) |" if target else "")
+    header = SUMMARY_HEADER + (f" MCU ({target}) | firmware ({target}) |" if target else "")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for recipe in summary["recipes"]:
         failed = {g["artifact"] for g in recipe["gates"] if not g["passed"]}
@@ -47,6 +48,7 @@ def summary_table(summary: dict) -> str:
                      "**fail**" if r["artifact"] in failed else "pass"]
             if target:
                 cells.append(_mcu_cell((recipe.get("mcu") or {}).get(r["artifact"])))
+                cells.append(firmware_cell(recipe.get("firmware")) if r["artifact"] == recipe["ship"] else "–")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

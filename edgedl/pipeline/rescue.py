@@ -29,8 +29,13 @@ CALIBRATED_TAG = "calibrated"
 
 
 def failing_int8(validation: dict) -> list[dict]:
-    """The validation rows of int8 artifacts that failed their gates (what the ladder is for)."""
-    return [row for row in validation.get("matrix", []) if row.get("precision") == "int8" and row["verdict"] != "pass"]
+    """The validation rows of int8 artifacts that failed their gates (what the ladder is for), each with
+    its output quantization steps: a float-output rescue of it is judged in them."""
+    from ..validate.run import step_scales
+
+    reports = {r.get("artifact"): r for r in validation.get("artifacts", [])}
+    return [row | {"step_scales": step_scales(reports.get(row["artifact"], {}))}
+            for row in validation.get("matrix", []) if row.get("precision") == "int8" and row["verdict"] != "pass"]
 
 
 def ladder(recipe, run_dir: Path, folder: Path, failing: list[dict], tolerances: dict, say) -> dict:
@@ -42,7 +47,7 @@ def ladder(recipe, run_dir: Path, folder: Path, failing: list[dict], tolerances:
             f"Δ acc {_pp(row.get('accuracy_delta'))}): {', '.join(recipe.rescue)}")
         rungs = []
         for rung in recipe.rescue:
-            record = climb(rung, fmt, recipe, run_dir, folder, tolerances, say)
+            record = climb(rung, fmt, recipe, run_dir, folder, tolerances, row.get("step_scales"), say)
             rungs.append(record)
             mark = "✓" if record["passed"] else ("–" if record.get("skipped") else "✗")
             say(f"    {mark} {rung}: " + (record.get("note") or _summary(record)))
@@ -54,16 +59,18 @@ def ladder(recipe, run_dir: Path, folder: Path, failing: list[dict], tolerances:
     return outcome
 
 
-def climb(rung: str, fmt: str, recipe, run_dir: Path, folder: Path, tolerances: dict, say) -> dict:
+def climb(rung: str, fmt: str, recipe, run_dir: Path, folder: Path, tolerances: dict, scales: dict | None,
+          say) -> dict:
+    """One rung; ``scales``: the failed int8's output steps, in which a float-output rescue is judged."""
     try:
         if rung == "calibration":
             return _calibrated(fmt, recipe, run_dir, tolerances)
         if rung == "keep_float":
-            return _keep_float(fmt, recipe, run_dir, tolerances, say)
+            return _keep_float(fmt, recipe, run_dir, tolerances, scales, say)
         if rung == "int16x8":
             if fmt != "tflite":
                 return _skipped(rung, "int16x8 is a TFLite mode")
-            return _int16(recipe, run_dir, tolerances)
+            return _int16(recipe, run_dir, tolerances, scales)
         return _qat(fmt, recipe, run_dir, folder, tolerances, say)
     except EdgedlError as exc:
         return {"rung": rung, "passed": False, "artifact": None, "note": exc.one_line()}
@@ -80,14 +87,16 @@ def _options(recipe, tolerances: dict):
     return ExportOptions(name=recipe.name), ValidateOptions(overrides=dict(tolerances))
 
 
-def _keep_float(fmt: str, recipe, run_dir: Path, tolerances: dict, say) -> dict:
+def _keep_float(fmt: str, recipe, run_dir: Path, tolerances: dict, scales: dict | None, say) -> dict:
     from ..export import Target
     from ..validate.rescue import export_with_search
 
     export_options, validate_options = _options(recipe, tolerances)
     records = export_with_search(run_dir, [Target(fmt, "mixed")], run_dir / EXPORTS, export_options,
                                  validate_options, say=lambda m: say("      " + m))
-    record = _judge("keep_float", run_dir, Path(records[0]["out_dir"]) / records[0]["file"], tolerances)
+    if not records:  # the search found plain int8 passing on its samples: it wrote nothing to judge
+        return _skipped("keep_float", "the search judged plain int8 as passing; no mixed artifact was written")
+    record = _judge("keep_float", run_dir, Path(records[0]["out_dir"]) / records[0]["file"], tolerances, scales)
     return record | {"layers": records[0].get("keep_float", []), "integer_ops": records[0].get("integer_ops")}
 
 
@@ -104,12 +113,12 @@ def _calibrated(fmt: str, recipe, run_dir: Path, tolerances: dict) -> dict:
                      or (records[0].get("onnx_quantization") or {}).get("calibration_method")}
 
 
-def _int16(recipe, run_dir: Path, tolerances: dict) -> dict:
+def _int16(recipe, run_dir: Path, tolerances: dict, scales: dict | None) -> dict:
     from ..export import Target, export
 
     export_options, _ = _options(recipe, tolerances)
     records = export(run_dir, [Target("tflite", "int16x8")], out=run_dir / EXPORTS, options=export_options)
-    return _judge("int16x8", run_dir, Path(records[0]["out_dir"]) / records[0]["file"], tolerances)
+    return _judge("int16x8", run_dir, Path(records[0]["out_dir"]) / records[0]["file"], tolerances, scales)
 
 
 def _qat(fmt: str, recipe, run_dir: Path, folder: Path, tolerances: dict, say) -> dict:
@@ -131,13 +140,14 @@ def _qat(fmt: str, recipe, run_dir: Path, folder: Path, tolerances: dict, say) -
                      "original_float_accuracy": (manifest.get("metrics") or {}).get("test_accuracy")}
 
 
-def _judge(rung: str, run_dir: Path, artifact: Path, tolerances: dict) -> dict:
-    """Validate one rescued artifact against its reference, as the pipeline's validate step does."""
+def _judge(rung: str, run_dir: Path, artifact: Path, tolerances: dict, scales: dict | None = None) -> dict:
+    """Validate one rescued artifact against its reference, as the pipeline's validate step does; a
+    float-output rescue in the replaced int8's output steps (``scales``), by int8's steps limit."""
     from ..validate.run import ValidateOptions, validate
 
     report = run_dir / EXPORTS / f".{artifact.stem}.{VALIDATION_REPORT}"  # beside, never over, the main report
-    summary = validate(run_dir, [artifact], ValidateOptions(overrides=dict(tolerances), report=str(report)),
-                       say=lambda m: None)
+    options = ValidateOptions(overrides=dict(tolerances), report=str(report), step_scales=scales or None)
+    summary = validate(run_dir, [artifact], options, say=lambda m: None)
     report.unlink(missing_ok=True)
     report.with_suffix(".md").unlink(missing_ok=True)
     row = summary["matrix"][0]

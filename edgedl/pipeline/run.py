@@ -8,6 +8,7 @@ is skipped. Gates turn the results into a pass/fail with a named reason, and JUn
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ class PipelineOptions:
     rescue: bool = True  # climb the rescue ladder when an int8 artifact fails (the recipe's [rescue] rungs)
     backend: str | None = None  # the Keras backend that trains every recipe (else each recipe's own)
     unsafe: bool = False  # a bare `edgedl pipeline` may run ./models recipes that import code
+    tflm: str | None = None  # a TFLite Micro tree for the --target firmware check (else $EDGEDL_TFLM_ROOT)
 
 
 PROJECT_MODELS = Path(__file__).resolve().parents[2] / "models"  # edgedl's own seed recipes
@@ -184,16 +186,21 @@ def _run_recipe(recipe: Recipe, options: PipelineOptions, say) -> dict:
                           "\"tflite:int8\" to its [export] targets")
 
     ship = recommend(validation, bench, mcu)
+    firmware = None
     if options.target and ship is None and mcu:
         why = "; ".join(f"{name}: {entry.get('why', 'not faithful')}" for name, entry in mcu.items())
         errors.append(f"mcu: no full-int8 TFLite artifact passes TFLite Micro and fits {options.target} ({why})")
     bundle_dir = folder / "bundle"
     if ship:
-        bundle_key = step_key("bundle", artifact_hashes.get(ship), validate_key, options.target, versions)
+        tree = options.tflm or os.environ.get("EDGEDL_TFLM_ROOT") if options.target else None
+        bundle_key = step_key("bundle", artifact_hashes.get(ship), validate_key, options.target, tree, versions)
         try:
-            _step(cache, "bundle", bundle_key, timings, say,
-                  lambda: _bundle(export_dir / ship, bundle_dir, limits, options.target, say),
-                  [str(bundle_dir / MANIFEST), str(bundle_dir / ship)])
+            bundled = _step(cache, "bundle", bundle_key, timings, say,
+                            lambda: _bundle(export_dir / ship, bundle_dir, limits, options.target, tree, say),
+                            [str(bundle_dir / MANIFEST), str(bundle_dir / ship)])
+            firmware = (bundled or {}).get("firmware")
+            if firmware and firmware.get("passed") is False:
+                errors.append(f"firmware: {firmware.get('error') or 'FAIL on the emulated core'}")
         except EdgedlError as exc:
             errors.append(f"bundle: {exc.one_line()}")
     devices = _devices_step(recipe, cache, timings, folder, bundle_dir, ship, artifacts, artifact_hashes, versions,
@@ -208,7 +215,7 @@ def _run_recipe(recipe: Recipe, options: PipelineOptions, say) -> dict:
         "data": recipe.data,
         "recipe": str(recipe.path), "run_dir": str(run_dir), "training": run["training"], "metrics": run["metrics"],
         "dataset": run["dataset"], "validation": validation, "bench": bench, "gates": gate_results, "mcu": mcu,
-        "ship": ship, "bundle": str(bundle_dir) if ship else None, "timings": timings, "errors": errors,
+        "firmware": firmware, "ship": ship, "bundle": str(bundle_dir) if ship else None, "timings": timings, "errors": errors,
         "rescue": rescue, "devices": devices,
         "passed": bool(validation and (validation.get("passed") or _all_rescued(validation, rescue)))
         and not failed_gates and not errors,
@@ -407,12 +414,18 @@ def _mcu(artifacts: list[Path], target: str, out: Path, say) -> dict:
     return {"checked": len(verdicts)}
 
 
-def _bundle(artifact: Path, out: Path, tolerances: dict, target: str | None, say) -> dict:
+def _bundle(artifact: Path, out: Path, tolerances: dict, target: str | None, tflm: str | None, say) -> dict:
+    """The bundle, and for a board its firmware run on the emulated core (which records its arena in the
+    bundle, so both are one step)."""
     from ..deploy.bundle import TARGETS, bundle
+    from ..deploy.firmware import firmware_check
 
     targets = [*TARGETS, target] if target else None
     manifest = bundle(artifact, out, say=lambda m: say("    " + m), tolerances=tolerances, targets=targets)
-    return {"artifact": artifact.name, "sha256": manifest["model"]["sha256"]}
+    result = {"artifact": artifact.name, "sha256": manifest["model"]["sha256"]}
+    if target:
+        result["firmware"] = firmware_check(out, target, tflm, say=lambda m: say("    " + m))
+    return result
 
 
 __all__ = ["pipeline", "PipelineOptions"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..core.errors import ParityFailure, UsageError
 from ..core.files import staging_dir
-from .run import ValidateOptions, validate
+from .run import ValidateOptions, step_scales, validate
 
 MAX_LAYERS = 4
 MIN_GAIN_DB = 0.5  # an SQNR gain below this is noise: time to try pairs
@@ -53,12 +53,15 @@ def keep_float_search(source: str | Path, fmt: str, export_options, validate_opt
             if baseline is None:  # plain int8 alongside the first candidates: where the search starts from
                 targets.append(Target(fmt, "int8", tag="baseline"))
             records = export(source, targets, out=folder / f"step{step}", options=export_options)
-            rows = _score(source, records, sets + [[]], validate_options, reference_path, folder)
-            if baseline is None:
-                baseline = rows.pop()
+            if baseline is None:  # judged first: the candidates answer to its gates, in its output steps
+                baseline = _score(source, records[-1:], [[]], validate_options, reference_path, folder)[0]
+                records = records[:-1]
                 if baseline["passed"]:  # nothing needs to be float: say so rather than pay for float layers
                     say(f"  plain int8 already passes (SQNR {baseline['sqnr_db']:.1f} dB): no layer kept float")
                     return {"layers": [], "steps": [], "passed": True, "baseline": baseline, "candidates": layers}
+                validate_options = dataclasses.replace(validate_options, step_scales=baseline["step_scales"])
+            rows = [_no_better(row, baseline) for row in
+                    _score(source, records, sets, validate_options, reference_path, folder)]
             best = max(rows, key=lambda r: r["sqnr_db"])
             passing = [r for r in rows if r["passed"]]
             chosen = min(passing, key=lambda r: (len(r["layers"]), -r["sqnr_db"])) if passing else best
@@ -103,10 +106,19 @@ def _score(source, records: list[dict], sets: list[list[str]], options: Validate
     rows = []
     for layers, report in zip(sets, summary["artifacts"], strict=False):
         rows.append({"layers": layers, "passed": bool(report.get("passed")), "sqnr_db": _worst_sqnr(report),
-                     "agreement": _first(report, "agreement"),
+                     "agreement": _first(report, "agreement"), "step_scales": step_scales(report),
                      "failures": [f for o in report.get("outputs", []) for f in o.get("failures", [])]
                      or [report.get("error", "passes")]})
     return rows
+
+
+def _no_better(row: dict, baseline: dict) -> dict:
+    """A candidate that passes but is not better than plain int8 on the measure that ranks them is refused:
+    its pass would come from a gate that did not apply, not from what it fixed."""
+    if row["passed"] and row["sqnr_db"] <= baseline["sqnr_db"]:
+        return row | {"passed": False, "failures": [f"SQNR {row['sqnr_db']:.1f} dB is no better than plain int8's "
+                                                    f"{baseline['sqnr_db']:.1f} dB"]}
+    return row
 
 
 def _worst_sqnr(report: dict) -> float:
@@ -123,18 +135,46 @@ def _first(report: dict, key: str):
 def export_with_search(source: str | Path, targets: list, out: str | Path | None, export_options,
                        validate_options: ValidateOptions, say=print) -> list[dict]:
     """Export ``targets``; each mixed one (``--keep-float auto``) first gets its layers by the search above,
-    which is recorded in its sidecar."""
+    which is recorded in its sidecar. When plain int8 already passes, no mixed file is written (the search
+    did not choose one). Each searched artifact is validated again, as written, before it is kept."""
     from ..export import Target, export
     from ..export.source import resolve_source
 
     work = Path(out or resolve_source(source, export_options).default_out)
-    resolved = []
+    resolved, searched = [], {}
     for target in targets:
         if target.precision != "mixed" or target.keep_float:
             resolved.append(target)
             continue
         found = keep_float_search(source, target.format, export_options, validate_options, work, say=say)
+        if not found["layers"]:
+            say(f"keep-float ({target.format}): nothing written; use the plain int8 {target.format} artifact "
+                f"(`edgedl export --format {target.format} --quantize int8`), which passes the gates")
+            continue
         say(f"keep-float ({target.format}): {', '.join(found['layers'])}")
         resolved.append(Target(target.format, "mixed", keep_float=tuple(found["layers"]),
                                facts={"keep_float_search": found}))
-    return export(source, resolved, out=out, options=export_options, progress=say)
+        searched[target.format] = found["baseline"].get("step_scales") or {}
+    records = export(source, resolved, out=out, options=export_options, progress=say) if resolved else []
+    for record in records:
+        if record.get("precision") == "mixed" and record.get("format") in searched:
+            _confirm(source, record, dataclasses.replace(validate_options, step_scales=searched[record["format"]]),
+                     say)
+    return records
+
+
+def _confirm(source, record: dict, options: ValidateOptions, say) -> None:
+    """The written mixed artifact, judged on the held-out data by the full gates; removed when it fails."""
+    from ..core.layout import sidecar_path
+
+    artifact = Path(record["out_dir"]) / record["file"]
+    with staging_dir(artifact.parent, "keep-float-confirm") as folder:
+        quiet = dataclasses.replace(options, report=str(folder / "validation.json"), layers=False, keep_inputs=0)
+        report = validate(source, [artifact], quiet, say=lambda m: None)["artifacts"][0]
+    if not report.get("passed"):
+        failures = [f for o in report.get("outputs", []) for f in o.get("failures", [])] or [report.get("error")]
+        artifact.unlink(missing_ok=True)
+        sidecar_path(artifact).unlink(missing_ok=True)
+        raise ParityFailure(f"{artifact.name} as written fails its gates on the held-out data ({failures[0]}); "
+                            "removed", hint="try --quantize int16x8 or quantization-aware training")
+    say(f"✓ {artifact.name} passes the gates on the held-out data, as written (SQNR {_worst_sqnr(report):.1f} dB)")

@@ -38,6 +38,9 @@ from .results import RunResult, inputs_sha256, load_result, save_result
 DEFAULT_SAMPLES = 1000
 
 
+RESCUE_PRECISIONS = ("mixed", "int16x8")  # the float-output rescues of a failed int8
+
+
 @dataclass
 class ValidateOptions:
     data: str | None = None
@@ -62,6 +65,9 @@ class ValidateOptions:
     input_offset: float | None = None
     force: bool = False  # replace an existing --report that edgedl did not write
     keep_inputs: int = 0  # return the first N model-ready inputs and labels (not saved): golden vectors
+    # A rescue answers to the gates of the int8 artifact it replaces: its float outputs are judged in that
+    # artifact's output quantization steps ({reference output name: scale}, from ``step_scales``).
+    step_scales: dict | None = None
 
 
 # ---------------------------------------------------------------- the run
@@ -227,9 +233,18 @@ NAMED_LIMITS = ("atol", "min_agreement", "max_accuracy_drop")  # ValidateOptions
 
 def tolerances(architecture: str | None, precision: str, options: ValidateOptions) -> dict:
     limits = architectures.tolerances_for(architecture, precision)
+    if options.step_scales and precision in RESCUE_PRECISIONS:  # judged in the replaced int8's steps, by its limit
+        limits["max_mean_error_steps"] = architectures.tolerances_for(architecture, "int8")["max_mean_error_steps"]
     limits.update(_named_limits(options))
     limits.update(options.overrides)
     return limits
+
+
+def step_scales(report: dict) -> dict:
+    """An int8 artifact's output quantization steps, by output name, from its validation report: what a
+    rescue of it is judged in."""
+    return {o["name"]: o["metrics"]["output_scale"] for o in report.get("outputs", [])
+            if (o.get("metrics") or {}).get("output_scale")}
 
 
 def _resolution_notes(reports: list[dict], reference: Reference, say) -> list[str]:
@@ -286,7 +301,9 @@ def _validate_one(artifact: Path, reference: Reference, options, say) -> tuple[d
         return _error_report(artifact, facts, exc), None
     outputs, names = align_outputs(reference.result.output_names, [o.shape for o in reference.result.outputs],
                                    raw, [t.name for t in runner.outputs])
-    scales = [t.scale if t.quantized else None for t in _aligned_specs(runner.outputs, names)]
+    given = options.step_scales or {}
+    scales = [t.scale if t.quantized else given.get(name)
+              for t, name in zip(_aligned_specs(runner.outputs, names), reference.result.output_names, strict=True)]
     limits = tolerances(reference.architecture, precision, options)
     checks = compare(reference.result.outputs, outputs, reference.result.output_names,
                      reference.inputs.labels, limits, scales, reference.kinds)
