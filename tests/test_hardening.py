@@ -103,12 +103,14 @@ def test_unknown_custom_layer_is_named(tmp_path, capsys):
 
 @pytest.mark.parametrize("x, words", [(np.zeros((0, 64), np.float32), "has 0 samples"),
                                       (np.zeros((4, 64), np.float32), "has 4 samples"),
-                                      (np.zeros((20, 7), np.float32), "expects")])
+                                      (np.zeros((20, 7), np.float32), "expects"),
+                                      (np.full((20, 64), np.nan, np.float32), "holds NaN or Inf values")])
 def test_bad_calibration_sets(x, words, tmp_path, tiny_runs, capsys):
     np.savez(tmp_path / "c.npz", x=x)
     code, _, err = run_cli(["export", tiny_runs["mlp"], "-q", "int8", "--calibration", tmp_path / "c.npz",
                             "--out", tmp_path / "o"], capsys)
     assert code == 1 and words in err, err
+    assert "the converter" not in err  # bad data is blamed on the data
     assert not list((tmp_path / "o").glob("*.tflite"))
 
 

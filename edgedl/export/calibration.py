@@ -41,6 +41,7 @@ def load_calibration(path: str, samples: int | None, model, subject=None, say=pr
     info = {"path": path, "sha256": sha256_file(path), "count": count}
     specs = [TensorInfo(name, tuple(t.shape), str(t.dtype)) for name, t in zip(names, model.inputs, strict=True)]
     raw = {spec.name: r[:count] for spec, r in zip(specs, found, strict=True)}
+    _check_finite(raw, path)
     if subject is not None:
         arrays, info["preprocessing"] = subject.to_model(raw, specs, model_facts(model), "calibration", say=say)
     else:  # a run's own calibration set: already model inputs
@@ -48,3 +49,13 @@ def load_calibration(path: str, samples: int | None, model, subject=None, say=pr
                   for s in specs}
     return [arrays[s.name] for s in specs], info
 
+
+
+def _check_finite(raw: dict, path: str) -> None:
+    """NaN or Inf in calibration data is the data's fault: say so, before the converter turns it into an
+    error of its own."""
+    for name, values in raw.items():
+        if values.dtype.kind in "fc" and not np.isfinite(values).all():
+            bad = int(np.count_nonzero(~np.isfinite(values)))
+            raise DataError(f"calibration file {path}: input {name!r} holds {bad:,} NaN or Inf values; int8 "
+                            "activation ranges cannot be measured from them", hint="remove or replace those samples")
