@@ -33,6 +33,8 @@ def test_seed_int8_models_run_in_tflite_micro_like_litert(seed_reports):
         # the resolver registers exactly the model's op kinds, one call each
         assert len(report["resolver"]) == len(report["ops"]) == len(set(report["resolver"]))
         assert report["ram"]["total"] == report["arena"]["with_margin"] + report["ram"]["io_buffers"]
+        # I/O buffers: one int8 sample in (64 pixels, or 8×8 rows) and the 10 int8 scores out
+        assert report["ram"]["io_buffers"] == 64 + 10, (arch, report["ram"])
         assert report["arena"]["with_margin"] >= report["arena"]["minimum"] + 256
         flash = report["flash"]
         assert flash["total"] == flash["model"] + flash["framework"] + sum(flash["kernels"].values())

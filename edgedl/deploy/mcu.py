@@ -85,7 +85,7 @@ def mcu_check(source: str | Path, target: str | None = None, data: str | None = 
             return report
         with np.load(Path(tmp) / "outputs.npz") as archive:
             micro = [archive[f"raw_{j}"] for j in range(len(archive.files))]
-    report |= _parity(micro, expected) | _resources(child, model, inputs)
+    report |= _parity(micro, expected) | _resources(child, model, inputs, micro)
     report["seconds_per_inference"] = child["seconds_per_inference"]
     # for each TFLite Micro input/output index, the index of edgedl's array (golden files follow it)
     report["tflm_order"] = child["tflm_order"]
@@ -212,9 +212,10 @@ def _parity(micro: list[np.ndarray], expected: list[np.ndarray]) -> dict:
                        "tolerance": MCU_TOLERANCE, "passed": passed, "against": "LiteRT (default kernels)"}}
 
 
-def _resources(child: dict, model: Path, inputs: list[np.ndarray]) -> dict:
+def _resources(child: dict, model: Path, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> dict:
     arena = child["arena"]["bytes"]
-    io_bytes = sum(x[0].size for x in inputs)  # int8 inputs: a byte per value, as the app holds them
+    # the app's copies of one sample's inputs (int8: a byte per value) and of the outputs it reads back
+    io_bytes = sum(x[0].size for x in inputs) + sum(y[0].size * y.dtype.itemsize for y in outputs)
     ops = {o["op"] for o in child["ops"]}
     flash = flash_estimate(model.stat().st_size, ops)
     recorded = with_margin(arena)
