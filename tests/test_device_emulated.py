@@ -1,4 +1,5 @@
-"""Every seed model's int8 and fp32 bundles self-test on an emulated Raspberry Pi 4 and 5."""
+"""Every seed model's int8 bundle, and the CNN's fp32 one (XNNPACK's float paths), self-test on an emulated
+Raspberry Pi 4 and 5 under both runtimes."""
 
 from __future__ import annotations
 
@@ -19,13 +20,11 @@ def seed_bundles(tiny_exports, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("bundles")
     made = {}
-    for arch in ("mlp", "cnn", "lstm"):
-        for precision in ("int8", "fp32"):
-            out = root / f"{arch}_{precision}"
-            # 12-epoch test models are less confident than trained ones: loosen the int8 bar
-            bundle(tiny_exports[arch] / f"{arch}_{precision}.tflite", out, min_agreement=0.95,
-                   max_accuracy_drop=0.03)
-            made[(arch, precision)] = out
+    for arch, precision in (("mlp", "int8"), ("cnn", "int8"), ("lstm", "int8"), ("cnn", "fp32")):
+        out = root / f"{arch}_{precision}"
+        # 12-epoch test models are less confident than trained ones: loosen the int8 bar
+        bundle(tiny_exports[arch] / f"{arch}_{precision}.tflite", out, min_agreement=0.95, max_accuracy_drop=0.03)
+        made[(arch, precision)] = out
     return made
 
 
