@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli
 
 COMMANDS = ["train", "finetune", "export", "validate", "bench", "bundle", "pipeline", "inspect", "device-check",
-            "mcu-check", "explore"]
+            "mcu-check", "firmware", "explore"]
 
 
 def test_help_imports_no_tensorflow():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgedl.core.errors import EdgedlError, ExportError
-from edgedl.export import ExportOptions, export, plan_targets
+from edgedl.export import ExportOptions, export, plan_targets, unrolled_targets
 from edgedl.runners.describe import describe
 
 pytestmark = pytest.mark.slow  # every test here converts real models
@@ -254,3 +254,53 @@ def test_recurrent_int8_tflite_is_refused_with_alternative(tmp_path):
     targets, _ = plan_targets(["tflite"], ["int8"])
     with pytest.raises(ExportError, match="crashes the converter.*--quantize dynamic"):
         export(tmp_path / "gru.keras", targets, options=ExportOptions(calibration=str(tmp_path / "calib.npz")))
+
+
+@pytest.mark.parametrize("kind", ["lstm_seq_gru", "bidirectional_backwards"])
+def test_unrolled_recurrent_layers_compute_like_keras_with_plain_builtin_ops(tmp_path, kind):
+    """--unroll: LSTM/GRU/SimpleRNN written out over the fixed timesteps; no fused op, no loop, no state."""
+    import keras
+
+    from edgedl.runners.keras import KerasRunner
+    from edgedl.runners.open import open_runner
+    from edgedl.runners.tflite_model import TFLiteModel
+
+    inputs = keras.Input((6, 3), name="seq")
+    if kind == "lstm_seq_gru":
+        h = keras.layers.LSTM(8, return_sequences=True)(inputs)
+        h = keras.layers.GRU(5, return_sequences=True)(h)
+        outputs = keras.layers.TimeDistributed(keras.layers.Dense(3, activation="softmax"))(h)
+    else:
+        h = keras.layers.Bidirectional(keras.layers.LSTM(8, return_sequences=True), merge_mode="sum")(inputs)
+        h = keras.layers.SimpleRNN(4, go_backwards=True)(h)
+        outputs = keras.layers.Dense(3, activation="softmax")(h)
+    keras.Model(inputs, outputs).save(tmp_path / "r.keras")
+    x = np.random.default_rng(0).normal(size=(64, 6, 3)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", seq=x)
+    targets, _ = plan_targets(["tflite"], ["none", "dynamic", "int8"])
+    records = export(tmp_path / "r.keras", unrolled_targets(targets),
+                     options=ExportOptions(calibration=str(tmp_path / "calib.npz")))
+    reference = KerasRunner(tmp_path / "r.keras").infer([x])[0]
+    assert [r["file"] for r in records] == ["r_fp32-unrolled.tflite", "r_dynamic-unrolled.tflite",
+                                            "r_int8-unrolled.tflite"]
+    for record in records:
+        path = tmp_path / "exports" / record["file"]
+        ops = set(record["ops"])
+        assert "FULLY_CONNECTED" in ops and not ops & {"UNIDIRECTIONAL_SEQUENCE_LSTM", "WHILE", "PACK", "UNPACK"}
+        assert not record["flex_ops"] and record["unrolled"]["timesteps_fixed"]
+        graph = TFLiteModel.read(path).main
+        assert not any(t.is_variable for t in graph.tensors)  # nothing to reset between inferences
+        with open_runner(path) as runner:
+            error = np.max(np.abs(runner.infer([x])[0] - reference))
+        assert error <= {"fp32": 1e-5, "dynamic": 0.05, "int8": 0.1}[record["precision"]], (record["file"], error)
+
+
+def test_unrolled_is_a_tflite_mode_and_names_its_limits(tmp_path):
+    from edgedl.core.errors import UsageError
+    from edgedl.export import parse_targets
+
+    assert [t.file_name("m") for t in parse_targets(["tflite:dynamic:unrolled"])] == ["m_dynamic-unrolled.tflite"]
+    with pytest.raises(UsageError, match="TFLite fp32, fp16, dynamic, int8 mode"):
+        parse_targets(["onnx:int8:unrolled"])
+    with pytest.raises(UsageError, match="unknown variant 'unroled'"):
+        parse_targets(["tflite:int8:unroled"])

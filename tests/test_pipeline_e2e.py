@@ -27,7 +27,7 @@ def test_pipeline_report_and_incremental_rerun(tmp_path, capsys, monkeypatch):
     assert [r["name"] for r in summary["recipes"]] == ["mlp", "cnn", "lstm"]
     report = (out / "report.md").read_text()
     rows = [line for line in report.splitlines() if re.match(r"\| (mlp|cnn|lstm) \| ", line)]
-    assert len(rows) == 18, "one summary row per model × format × precision"
+    assert len(rows) == 19, "one summary row per model × format × precision (the LSTM also unrolled)"
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert float(cells[4].replace(",", "")) > 0  # size
@@ -38,6 +38,8 @@ def test_pipeline_report_and_incremental_rerun(tmp_path, capsys, monkeypatch):
         assert cells[14].startswith("✓ RAM") if "_int8.tflite" in cells[1] else cells[14] == "–"
         # firmware column: only the shipped bundle's, and without a TFLite Micro tree it is skipped, never passed
         assert cells[15].startswith("skipped: ") if "★" in cells[1] else cells[15] == "–"
+    lstm = {r["artifact"]: r for r in summary["recipes"][2]["validation"]["matrix"]}
+    assert lstm["lstm_dynamic-unrolled.tflite"]["verdict"] == "pass"  # the unrolled path is a faithful candidate
     for recipe in summary["recipes"]:
         fp32 = next(r for r in recipe["validation"]["matrix"] if r["artifact"].endswith("_fp32.tflite"))
         assert fp32["verdict"] == "pass" and fp32["max_abs"] <= 2e-5

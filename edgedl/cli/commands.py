@@ -173,6 +173,10 @@ def _parse_shapes(values: tuple[str, ...]) -> dict:
 @setting_option(TRAIN["calibration_samples"], help="Use at most this many calibration samples.")
 @click.option("--input-shape", multiple=True, help="Sizes for open dimensions, without batch: 28,28 or name=28,28.")
 @click.option("--seq-len", type=click.IntRange(min=1), default=None, help="Timesteps, for sequence inputs left open.")
+@click.option("--unroll", is_flag=True,
+              help="TFLite: write LSTM/GRU/SimpleRNN layers out over their fixed timesteps (plain builtin ops that "
+                   "XNNPACK runs; no state to reset) instead of the fused LSTM op: NAME_PRECISION-unrolled.tflite, "
+                   "for fp32, fp16, dynamic and int8. The number of timesteps is fixed at export.")
 @click.option("--opset", type=click.IntRange(*OPSET_RANGE), default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
 @click.option("--onnx-quant", type=click.Choice(ONNX_QUANT_RECIPES), default="auto", show_default=True,
               help="ONNX int8 recipe; auto measures both and keeps the best.")
@@ -187,7 +191,7 @@ def _parse_shapes(values: tuple[str, ...]) -> dict:
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the artifacts. [default: MODEL_DIR/exports]")
 def export(model, formats, quantize, keep_float, calibration_method, io, calibration, calibration_samples, input_shape,
-           seq_len, opset, onnx_quant, allow_flex, check, unsafe, card, input_scale, input_offset, target, out):
+           seq_len, unroll, opset, onnx_quant, allow_flex, check, unsafe, card, input_scale, input_offset, target, out):
     """Convert MODEL (a .keras file or a training run folder) to TFLite and/or ONNX.
 
     Each artifact gets a JSON sidecar (sha256, size, I/O tensors and quantization, op counts,
@@ -200,14 +204,16 @@ def export(model, formats, quantize, keep_float, calibration_method, io, calibra
       edgedl export my.keras --check
       edgedl export runs/sensor --format tflite,onnx --quantize int8 --keep-float auto
       edgedl export runs/sensor --quantize int16x8
+      edgedl export runs/lstm --quantize dynamic,int8 --unroll
     """
-    from ..export import ExportOptions, plan_targets, with_keep_float
+    from ..export import ExportOptions, plan_targets, unrolled_targets, with_keep_float
     from ..export import check as preflight
     from ..export import export as run_export
 
     targets, skipped = plan_targets(csv_list(formats), csv_list(quantize))
     for note in skipped:
         click.echo(f"skipped: {note}", err=True)
+    targets = unrolled_targets(targets) if unroll else targets
     layers = csv_list(keep_float) if keep_float else []
     targets = with_keep_float(targets, layers)
     auto = layers == ["auto"]

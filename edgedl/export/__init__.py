@@ -5,8 +5,8 @@ Public face: ``plan_targets``, ``parse_targets``, ``with_keep_float``, ``ExportO
 fused_lstm.py) runs in a spawned process that imports TensorFlow once.
 """
 
-from .plan import ExportOptions, Target, parse_targets, plan_targets, with_keep_float
+from .plan import ExportOptions, Target, parse_targets, plan_targets, unrolled_targets, with_keep_float
 from .run import check, export, layers_with_ops
 
 __all__ = ["ExportOptions", "Target", "check", "export", "layers_with_ops", "parse_targets", "plan_targets",
-           "with_keep_float"]
+           "unrolled_targets", "with_keep_float"]

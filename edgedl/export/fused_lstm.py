@@ -116,6 +116,12 @@ def _fused_layers(model):
 
 def converter_for(model):
     """A TFLiteConverter over a batch-1 SavedModel in which every LSTM is the fused op."""
+    return traced_converter(model, _fused_layers(model), "the fused LSTM")
+
+
+def traced_converter(model, swapped, needs: str):
+    """A TFLiteConverter over a batch-1 SavedModel of ``model`` traced while ``swapped`` (a context
+    manager) replaces some layers' ``call``; every weight is a constant (see the module docstring)."""
     import tensorflow as tf
 
     from ..core.errors import ExportError
@@ -125,7 +131,7 @@ def converter_for(model):
     for tensor, name in zip(model.inputs, input_names(model), strict=True):
         shape = [1, *tensor.shape[1:]]
         if any(d is None for d in shape):
-            raise ExportError(f"input {name!r} has open dimensions {tuple(tensor.shape)}; the fused LSTM needs "
+            raise ExportError(f"input {name!r} has open dimensions {tuple(tensor.shape)}; {needs} needs "
                               "a fixed number of timesteps", hint="pass --seq-len N or --input-shape")
         specs.append(tf.TensorSpec(shape, tensor.dtype, name=name))  # token ids stay integers
     trainable = [tf.constant(v.numpy()) for v in model.trainable_variables]
@@ -141,9 +147,9 @@ def converter_for(model):
 
     module = tf.Module()
     module.serve = serve
-    saved = tempfile.mkdtemp(prefix="edgedl-fused-lstm-")
+    saved = tempfile.mkdtemp(prefix="edgedl-traced-")
     try:
-        with _fused_layers(model):
+        with swapped:
             concrete = serve.get_concrete_function()
             tf.saved_model.save(module, saved, signatures={"serving_default": concrete})
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)

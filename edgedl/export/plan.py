@@ -21,6 +21,10 @@ ONNX_QUANT_RECIPES = ("auto", "static", "dynamic")
 DEFAULT_OPSET = 17
 OPSET_RANGE = (13, 18)
 MIN_CALIBRATION = 8
+# A TFLite target whose recurrent layers are written out over their fixed timesteps (export/unrolled.py):
+# recipe target "tflite:dynamic:unrolled", file NAME_dynamic-unrolled.tflite
+UNROLLED_TAG = "unrolled"
+UNROLLABLE = ("fp32", "fp16", "dynamic", "int8")
 
 
 @dataclass
@@ -102,12 +106,23 @@ def with_keep_float(targets: list[Target], keep_float: list[str]) -> list[Target
 
 
 def parse_targets(specs: list[str]) -> list[Target]:
-    """Recipe targets such as ``tflite:int8``."""
+    """Recipe targets such as ``tflite:int8`` or ``tflite:dynamic:unrolled``."""
     targets = []
     for spec in specs:
-        fmt, _, quant = spec.partition(":")
+        fmt, _, rest = spec.partition(":")
+        quant, _, tag = rest.partition(":")
         found, skipped = _expand([fmt], [quant or "none"])
         if skipped:
             raise UsageError(f"target {spec!r}: {skipped[0]}")
-        targets.extend(found)
+        targets.extend(unrolled_targets(found) if tag == UNROLLED_TAG else found)
+        if tag and tag != UNROLLED_TAG:
+            raise UsageError(f"target {spec!r}: unknown variant {tag!r} (the one variant is {UNROLLED_TAG!r})")
     return targets
+
+
+def unrolled_targets(targets: list[Target]) -> list[Target]:
+    """The TFLite targets with their recurrent layers unrolled (``--unroll``)."""
+    wrong = [t.label for t in targets if t.format != "tflite" or t.precision not in UNROLLABLE]
+    if wrong:
+        raise UsageError(f"unrolled recurrent layers are a TFLite {', '.join(UNROLLABLE)} mode, not {', '.join(wrong)}")
+    return [Target(t.format, t.precision, tag=UNROLLED_TAG) for t in targets]

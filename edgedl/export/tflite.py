@@ -26,15 +26,17 @@ RANGED = ("int8", "mixed")
 
 
 def convert(model, precision: str, calibration: list[np.ndarray] | None, io: str = "int8",
-            allow_flex: bool = False, keep_float: tuple[str, ...] = (), calibration_method: str = "minmax") -> bytes:
+            allow_flex: bool = False, keep_float: tuple[str, ...] = (), calibration_method: str = "minmax",
+            unrolled: bool = False) -> bytes:
     """Return the ``.tflite`` bytes of ``model`` at ``precision`` (``keep_float``: a mixed target's layers;
-    ``calibration_method``: how an int8 or mixed target sets activation ranges, see ranges.py)."""
+    ``calibration_method``: how an int8 or mixed target sets activation ranges, see ranges.py;
+    ``unrolled``: recurrent layers written out over their timesteps, see unrolled.py)."""
     from . import fused_lstm
     from .ranges import tflite_ranges
 
     method = calibration_method if precision in RANGED else "minmax"
     with integer_layer_norm(precision in QUANTIZED), tflite_ranges(method):
-        converter = converter_for(model)
+        converter = converter_for(model, unrolled)
         configure(converter, precision, calibration, io, allow_flex, input_names(model))
         try:
             blob = _mixed(converter, model, keep_float) if precision == "mixed" else converter.convert()
@@ -42,7 +44,7 @@ def convert(model, precision: str, calibration: list[np.ndarray] | None, io: str
             raise
         except Exception as exc:  # the converter raises ConverterError / RuntimeError with MLIR text
             raise ExportError(f"TFLite {precision} conversion failed: {_first_error_line(exc)}") from exc
-    if not fused_lstm.has_lstm(model):
+    if unrolled or not fused_lstm.has_lstm(model):
         return blob
     blob = fused_lstm.without_cell_clip(blob)
     return fused_lstm.fix_int8_hidden_scale(blob) if precision in ("int8", "mixed") else blob
@@ -130,12 +132,16 @@ def require_layers(keep_float, owners: list[set[str]]) -> None:
                           hint=f"layers with ops: {', '.join(sorted(seen))}")
 
 
-def converter_for(model):
-    """An unconfigured TFLiteConverter over the batch-1 model (LSTMs through the fused op)."""
+def converter_for(model, unrolled: bool = False):
+    """An unconfigured TFLiteConverter over the batch-1 model (LSTMs through the fused op, or every
+    recurrent layer unrolled)."""
     import tensorflow as tf
 
     from . import fused_lstm
+    from . import unrolled as unrolled_graph
 
+    if unrolled:
+        return unrolled_graph.converter_for(model)
     if fused_lstm.has_lstm(model):
         return fused_lstm.converter_for(model)
     return tf.lite.TFLiteConverter.from_keras_model(with_batch_one(model))

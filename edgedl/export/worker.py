@@ -20,7 +20,7 @@ from ..core.outputs import inside
 from ..runners.modelio import input_names, output_names
 from ..subject import Subject
 from .calibration import load_calibration
-from .plan import CALIBRATED, Target
+from .plan import CALIBRATED, UNROLLED_TAG, Target
 from .ranges import choose_method, faithfulness
 
 _CACHE: dict = {}
@@ -35,7 +35,8 @@ def _convert_target(src: dict, target: dict, out_dir: Path, options: dict) -> di
     started = time.perf_counter()
     model = _model(src, options)
     fmt, precision = target["format"], target["precision"]
-    reason = unsupported_reason(model, fmt, precision)
+    unrolled = target.get("tag") == UNROLLED_TAG
+    reason = unsupported_reason(model, fmt, precision, unrolled)
     if reason:
         raise ExportError(reason)
     calibration = _calibration(src, options, model) if precision in CALIBRATED else None
@@ -48,8 +49,11 @@ def _convert_target(src: dict, target: dict, out_dir: Path, options: dict) -> di
     if fmt == "tflite":
         from . import tflite
 
-        blob, range_facts = _tflite_bytes(model, precision, calibration, options, keep_float)
+        blob, range_facts = _tflite_bytes(model, precision, calibration, options, keep_float, unrolled)
         extra.update(range_facts)
+        if unrolled:
+            extra["unrolled"] = {"timesteps_fixed": True, "note": "recurrent layers written out over the input's "
+                                 "fixed timesteps: a sequence of another length needs a new export"}
         if options.get("target") and precision == "int8":
             _refuse_ops_without_tflm_kernel(blob, model, options["target"])
         if precision in ("int16x8", "mixed"):
@@ -75,31 +79,33 @@ def _convert_target(src: dict, target: dict, out_dir: Path, options: dict) -> di
     return _write_with_sidecar(path, blob, fmt, options, facts, started)
 
 
-def _tflite_bytes(model, precision: str, calibration, options: dict,
-                  keep_float: tuple[str, ...]) -> tuple[bytes, dict]:
+def _tflite_bytes(model, precision: str, calibration, options: dict, keep_float: tuple[str, ...],
+                  unrolled: bool = False) -> tuple[bytes, dict]:
     """The artifact's bytes, and how its activation ranges were chosen (for the sidecar)."""
     from . import tflite
 
     method = options.get("calibration_method") or "minmax"
     if precision not in tflite.RANGED:
-        blob = _tflite_one(model, precision, calibration, options, keep_float, "minmax")
+        blob = _tflite_one(model, precision, calibration, options, keep_float, "minmax", unrolled)
         if precision in CALIBRATED and method != "minmax":  # said, not silently ignored
             return blob, {"calibration_method": "minmax", "notes": [
                 f"{precision} uses min/max activation ranges: the converter calibrates and quantizes it in one "
                 f"step, so --calibration-method {method} applies to int8 and mixed targets only"]}
         return blob, {}
     if method != "auto":
-        return _tflite_one(model, precision, calibration, options, keep_float, method), {"calibration_method": method}
-    return choose_method(lambda m: _tflite_one(model, precision, calibration, options, keep_float, m),
+        return (_tflite_one(model, precision, calibration, options, keep_float, method, unrolled),
+                {"calibration_method": method})
+    return choose_method(lambda m: _tflite_one(model, precision, calibration, options, keep_float, m, unrolled),
                          _litert_score(model, calibration[0]))
 
 
-def _tflite_one(model, precision: str, calibration, options: dict, keep_float: tuple[str, ...], method: str) -> bytes:
+def _tflite_one(model, precision: str, calibration, options: dict, keep_float: tuple[str, ...], method: str,
+                unrolled: bool = False) -> bytes:
     from . import tflite
 
     try:
         blob = tflite.convert(model, precision, calibration and calibration[0], options["io"], options["allow_flex"],
-                              keep_float, method)
+                              keep_float, method, unrolled)
     except ExportError as exc:
         op = re.search(r"16x8-bit not yet supported for op: '(\w+)'", str(exc))
         if precision == "int16x8" and op:
@@ -311,11 +317,16 @@ def _is_recurrent(model) -> bool:
     return any(layer.__class__.__name__ in RECURRENT for layer in _layers(model))
 
 
-def unsupported_reason(model, fmt: str, precision: str) -> str | None:
+def unsupported_reason(model, fmt: str, precision: str, unrolled: bool = False) -> str | None:
     """Why (fmt, precision) cannot be done for this model, with the closest working alternative."""
     if fmt != "tflite":
         return None
     from . import fused_lstm
+    from . import unrolled as unrolled_graph
+
+    if unrolled:
+        reason = unrolled_graph.unsupported_reason(model)
+        return f"cannot unroll: {reason}; closest alternative: the same target without :unrolled" if reason else None
 
     for layer in _layers(model):
         kind = layer.__class__.__name__
@@ -363,7 +374,7 @@ def _preflight(src: dict, targets: list[dict], options: dict) -> dict:
                              f"(shape {tuple(tensor.shape)})",
                              "fix": "pass --input-shape (e.g. 28,28) or --seq-len N"})
     for target in targets:
-        reason = unsupported_reason(model, target["format"], target["precision"])
+        reason = unsupported_reason(model, target["format"], target["precision"], target.get("tag") == UNROLLED_TAG)
         if reason:
             findings.append({"level": "error", "message": f"{target['format']} {target['precision']}: {reason}",
                              "fix": "drop this mode or use the alternative named"})
