@@ -281,3 +281,22 @@ def test_an_artifact_larger_than_its_fp32_says_so_and_why():
     notes = size_notes(records)
     assert len(notes) == 2 and "m_int8.onnx (1,400 B) is not smaller" in notes[0] and "QuantizeLinear" in notes[0]
     assert "m_fp16.tflite" in notes[1] and "DEQUANTIZE" in notes[1]
+
+
+def test_an_unrolled_variant_is_compared_with_its_own_float32():
+    from edgedl.bench.render import comparison_lines
+    from edgedl.bench.run import compare_precisions
+
+    def row(name, precision, p50, size):
+        return {"artifact": name, "precision": precision, "p50_us": p50, "size": size, "backend": "litert",
+                "threads": 1, "batch": 1}
+
+    rows = [row("m_fp32.tflite", "fp32", 90.0, 100), row("m_dynamic.tflite", "dynamic", 80.0, 30),
+            row("m_fp32-unrolled.tflite", "fp32", 60.0, 150), row("m_dynamic-unrolled.tflite", "dynamic", 30.0, 87)]
+    by_artifact = {c["artifact"]: c for c in compare_precisions(rows)}
+    assert by_artifact["m_dynamic.tflite"]["base"] == "m_fp32.tflite"
+    assert by_artifact["m_dynamic-unrolled.tflite"]["base"] == "m_fp32-unrolled.tflite"
+    assert by_artifact["m_dynamic-unrolled.tflite"]["speedup_vs_fp32"] == 2.0
+    lines = comparison_lines({"comparisons": list(by_artifact.values())})
+    assert "m_dynamic-unrolled.tflite is 2.00× the speed of m_fp32-unrolled.tflite at 0.58× the size" in lines[1]
+    assert len(lines) == 2  # the float32 bases are not compared with themselves

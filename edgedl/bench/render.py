@@ -52,10 +52,10 @@ def render_table(result: dict):
 def comparison_lines(result: dict) -> list[str]:
     lines = []
     for c in result["comparisons"]:
-        if c["precision"] == "fp32":
+        if c["artifact"] == c.get("base", c["artifact"] if c["precision"] == "fp32" else None):
             continue
-        line = (f"{c['model']} {c['backend']} t={c['threads']} b={c['batch']}: {c['precision']} is "
-                f"{c['speedup_vs_fp32']:.2f}× the speed of fp32 at {c['size_vs_fp32']:.2f}× the size")
+        line = (f"{c['backend']} t={c['threads']} b={c['batch']}: {c['artifact']} is {c['speedup_vs_fp32']:.2f}× "
+                f"the speed of {c.get('base', 'fp32')} at {c['size_vs_fp32']:.2f}× the size")
         lines.append(line + (f"  ⚠ {c['verdict']}" if "verdict" in c else ""))
     return lines
 

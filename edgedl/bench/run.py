@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.env import child_preexec, library_versions, machine_fingerprint, memory_limit_mb, time_limit_s
-from ..core.layout import VALIDATION_REPORT, find_artifacts, model_key, precision_of
+from ..core.layout import UNROLLED_TAG, VALIDATION_REPORT, find_artifacts, model_key, precision_of
 from ..runners.local import backend_for
 
 SCHEMA = "bench/1"
@@ -124,21 +124,22 @@ def _stats(latencies: np.ndarray, batch: int) -> dict:
 
 
 def compare_precisions(rows: list[dict]) -> list[dict]:
-    """Per backend, thread count and batch: each precision's p50 against float32, with a verdict."""
+    """Per backend, thread count and batch: each precision's p50 against float32, with a verdict. A variant
+    with its own graph (``-unrolled``) is compared with its own float32 when there is one."""
     comparisons = []
     groups: dict = {}
     for row in rows:
         if "p50_us" in row:
             groups.setdefault((row["backend"], row["threads"], row["batch"], model_key(row["artifact"])), []).append(row)
     for (backend, threads, batch, model), members in groups.items():
-        base = next((r for r in members if r["precision"] == "fp32"), None)
-        if base is None:
-            continue
         for row in members:
+            base = _float_base(row, members)
+            if base is None:
+                continue
             speedup = base["p50_us"] / row["p50_us"]
             entry = {"model": model, "backend": backend, "threads": threads, "batch": batch,
-                     "artifact": row["artifact"], "precision": row["precision"], "speedup_vs_fp32": speedup,
-                     "size_vs_fp32": row["size"] / base["size"]}
+                     "artifact": row["artifact"], "precision": row["precision"], "base": base["artifact"],
+                     "speedup_vs_fp32": speedup, "size_vs_fp32": row["size"] / base["size"]}
             if row["precision"] in ("int8", "dynamic") and speedup <= 1.0:
                 smaller = entry["size_vs_fp32"] < 0.95
                 entry["verdict"] = (f"{row['precision']} is NOT faster than float32 on this CPU with {backend} "
@@ -146,6 +147,12 @@ def compare_precisions(rows: list[dict]) -> list[dict]:
                                                           if smaller else ", nor smaller: ship float32 instead"))
             comparisons.append(entry)
     return comparisons
+
+
+def _float_base(row: dict, members: list[dict]) -> dict | None:
+    variant = UNROLLED_TAG in row["artifact"]
+    floats = [r for r in members if r["precision"] == "fp32"]
+    return next((r for r in floats if (UNROLLED_TAG in r["artifact"]) == variant), floats[0] if floats else None)
 
 
 def _attach_accuracy(result: dict, files: list[Path]) -> None:

@@ -30,6 +30,9 @@ ARTIFACT_SUFFIXES = tuple(SUFFIX.values())
 # int16x8: 16-bit activations, 8-bit weights; mixed: int8 with chosen layers kept in float (--keep-float)
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "int16x8", "mixed")
 # An artifact is NAME_PRECISION[-TAG].SUFFIX (a tag marks a variant, e.g. int8-calibrated): what follows NAME
+# The tag of a TFLite artifact whose recurrent layers are written out over their fixed timesteps
+# (export/unrolled.py): NAME_dynamic-unrolled.tflite; recipe target "tflite:dynamic:unrolled"
+UNROLLED_TAG = "unrolled"
 _PRECISION_TAIL = re.compile(rf"_(?:{'|'.join(sorted(PRECISIONS, key=len, reverse=True))})(?:-[A-Za-z0-9]+)?$")
 
 

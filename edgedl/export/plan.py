@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core.errors import UsageError
+from ..core.layout import UNROLLED_TAG
 from .ranges import METHODS
 
 FORMATS = ("tflite", "onnx")
@@ -21,9 +22,6 @@ ONNX_QUANT_RECIPES = ("auto", "static", "dynamic")
 DEFAULT_OPSET = 17
 OPSET_RANGE = (13, 18)
 MIN_CALIBRATION = 8
-# A TFLite target whose recurrent layers are written out over their fixed timesteps (export/unrolled.py):
-# recipe target "tflite:dynamic:unrolled", file NAME_dynamic-unrolled.tflite
-UNROLLED_TAG = "unrolled"
 UNROLLABLE = ("fp32", "fp16", "dynamic", "int8")
 
 
