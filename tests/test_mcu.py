@@ -166,3 +166,24 @@ def test_export_for_a_microcontroller_refuses_an_op_without_a_tflite_micro_kerne
                               tmp_path / "calibration.npz", "--input-scale", "1", "--target", "mcu"], capsys)
     assert code != 0 and "GELU" in err and "smooth" in err, err
     assert not list((tmp_path / "exports").glob("*.tflite"))
+
+
+def test_a_token_model_exports_for_a_microcontroller_and_runs_in_tflite_micro(tmp_path, capsys):
+    """Keras 3's Embedding lowered to LESS/ADD/SELECT around a GATHER; TFLite Micro has no SELECT (v1)
+    kernel, so every token model was blocked. It is exported as one GATHER."""
+    import keras
+
+    tokens = keras.Input((12,), dtype="int32", name="tokens")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(50, 8, name="embed")(tokens))
+    keras.Model(tokens, keras.layers.Dense(3, activation="softmax")(pooled)).save(tmp_path / "tokens.keras")
+    ids = np.random.default_rng(0).integers(0, 50, (64, 12)).astype(np.int32)
+    np.savez(tmp_path / "calibration.npz", tokens=ids)
+    np.savez(tmp_path / "heldout.npz", x=ids[:20], y=np.zeros(20, np.int64))
+    code, out, err = run_cli(["export", tmp_path / "tokens.keras", "--quantize", "int8", "--calibration",
+                              tmp_path / "calibration.npz", "--target", "mcu", "--out", tmp_path / "exports"], capsys)
+    assert code == 0, out + err
+    record = json.loads((tmp_path / "exports" / "tokens_int8.tflite.json").read_text())
+    assert "GATHER" in record["ops"] and "SELECT" not in record["ops"], record["ops"]
+    report = mcu_check(tmp_path / "exports" / "tokens_int8.tflite", data=str(tmp_path / "heldout.npz"),
+                       say=lambda m: None)
+    assert report["passed"] and not report["unsupported"], (report.get("error"), report.get("unsupported"))

@@ -35,7 +35,7 @@ def convert(model, precision: str, calibration: list[np.ndarray] | None, io: str
     from .ranges import tflite_ranges
 
     method = calibration_method if precision in RANGED else "minmax"
-    with integer_layer_norm(precision in QUANTIZED), tflite_ranges(method):
+    with integer_layer_norm(precision in QUANTIZED), gathered_embeddings(model), tflite_ranges(method):
         converter = converter_for(model, unrolled)
         configure(converter, precision, calibration, io, allow_flex, input_names(model))
         try:
@@ -71,6 +71,33 @@ def integer_layer_norm(active: bool = True):
         yield
     finally:
         layer_class.call = original
+
+
+@contextlib.contextmanager
+def gathered_embeddings(model):
+    """Each plain Keras Embedding traced as one GATHER. Keras 3's lowers to LESS, ADD and SELECT (it wraps
+    negative ids) around the GATHER, and TFLite Micro has no SELECT (v1) kernel: every token model was
+    blocked on microcontrollers. Token ids are never negative in valid data, so the wrap does nothing."""
+    layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+              if layer.__class__.__name__ == "Embedding" and not getattr(layer, "lora_enabled", False)
+              and getattr(layer, "quantization_mode", None) is None]
+    for layer in layers:
+        layer.call = _gather_call(layer)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.call  # back to the class's own call
+
+
+def _gather_call(layer):
+    import tensorflow as tf
+
+    def call(inputs):
+        ids = inputs if inputs.dtype in (tf.int32, tf.int64) else tf.cast(inputs, tf.int32)
+        return tf.cast(tf.gather(layer.embeddings.value, ids), layer.compute_dtype)
+
+    return call
 
 
 def _decomposed_layer_norm(self, inputs):
