@@ -145,14 +145,14 @@ def test_model_explorer_page_shows_the_drift_overlay(tiny_exports, drift_reports
         while url is None and time.monotonic() < deadline and server.poll() is None:
             found = re.search(rf"(http://127\.0\.0\.1:{port}/\?data=\S+)", log.read_text())
             url = found.group(1) if found else None
-            time.sleep(0.5)
+            time.sleep(0.5)  # polling for an event (the server printed its URL), bounded by the deadline
         assert url, log.read_text()[-2000:]
         with Page(size=(1400, 900)) as page:
             page.call("Page.navigate", url=url)
             page.wait_for("Page.loadEventFired")
             text = ""
             while time.monotonic() < deadline and "conv_2d" not in text:
-                time.sleep(1)
+                time.sleep(1)  # polling for an event (the graph rendered), bounded by the deadline
                 text = page.evaluate("document.body.innerText")
             assert "drift vs float (quantization steps)" in text and "op precision" in text
             assert "conv_2d" in text and "int8" in text  # the conv node's row carries its overlay values

@@ -16,22 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def round_p50(step, runs: int) -> float:
-    clock = time.perf_counter
-    times = np.empty(runs)
-    for i in range(runs):
-        start = clock()
-        step()
-        times[i] = clock() - start
-    return float(np.median(times) * 1e6)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness_overhead import p50_us  # noqa: E402  (the one timed loop: bench's child times a step the same way)
 
 
 def measure(paths: list[str], rounds: int, runs: int, warmup: int) -> dict[str, list[float]]:
@@ -44,11 +36,11 @@ def measure(paths: list[str], rounds: int, runs: int, warmup: int) -> dict[str, 
         runner.set_batch(1)
         steps[Path(path).name] = runner.stepper(bench_feeds(runner, 1, 0))
     for step in steps.values():
-        round_p50(step, warmup)
+        p50_us(step, warmup, warmup=0)
     p50s: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
-            p50s[name].append(round_p50(step, runs))
+            p50s[name].append(p50_us(step, runs, warmup=0))
     return p50s
 
 

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.errors import UsageError
+from ..core.errors import EdgedlError, UsageError
 from ..core.files import read_json, write_json, write_text
 from ..core.layout import MANIFEST
 from . import firmware_build as build
@@ -525,7 +525,6 @@ def _estimates(run: dict, c: Core, board_info) -> dict:
 def firmware_check(bundle_dir: Path, target: str, tflm: str | None = None, say=print) -> dict:
     """The firmware run a bundle for ``target`` gets when a tree and the toolchain are here: a compact
     verdict, or ``skipped`` with the reason. A skipped check is never a pass; a fault is a FAIL with its line."""
-    from ..core.errors import EdgedlError
     from .boards import board, board_core
 
     b = board(target)

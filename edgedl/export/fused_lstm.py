@@ -96,7 +96,6 @@ def _fused_call(layer):
     return call
 
 
-@contextlib.contextmanager
 def _fused_layers(model):
     layers = list(_lstm_layers(model))
     for layer in layers:
@@ -105,13 +104,19 @@ def _fused_layers(model):
             from ..core.errors import ExportError
 
             raise ExportError(f"layer {layer.name!r}: {reason}", hint="use --format onnx for this model")
-    for layer in layers:
-        layer.call = _fused_call(layer)
+    return swapped_calls({layer: _fused_call(layer) for layer in layers})
+
+
+@contextlib.contextmanager
+def swapped_calls(calls: dict):
+    """While tracing, each layer's ``call`` is the one given (``{layer: call}``); then the class's own again."""
+    for layer, call in calls.items():
+        layer.call = call
     try:
         yield
     finally:
-        for layer in layers:
-            del layer.call  # back to the class's own call
+        for layer in calls:
+            del layer.call
 
 
 def converter_for(model):

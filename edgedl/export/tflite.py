@@ -73,21 +73,16 @@ def integer_layer_norm(active: bool = True):
         layer_class.call = original
 
 
-@contextlib.contextmanager
 def gathered_embeddings(model):
     """Each plain Keras Embedding traced as one GATHER. Keras 3's lowers to LESS, ADD and SELECT (it wraps
     negative ids) around the GATHER, and TFLite Micro has no SELECT (v1) kernel: every token model was
     blocked on microcontrollers. Token ids are never negative in valid data, so the wrap does nothing."""
-    layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-              if layer.__class__.__name__ == "Embedding" and not getattr(layer, "lora_enabled", False)
-              and getattr(layer, "quantization_mode", None) is None]
-    for layer in layers:
-        layer.call = _gather_call(layer)
-    try:
-        yield
-    finally:
-        for layer in layers:
-            del layer.call  # back to the class's own call
+    from .fused_lstm import swapped_calls
+
+    return swapped_calls({layer: _gather_call(layer) for layer in model._flatten_layers(include_self=False,
+                                                                                         recursive=True)
+                          if layer.__class__.__name__ == "Embedding" and not getattr(layer, "lora_enabled", False)
+                          and getattr(layer, "quantization_mode", None) is None})
 
 
 def _gather_call(layer):

@@ -24,8 +24,6 @@ With a zero initial state the first step skips h·U. While the model is traced, 
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
 from ..core.errors import ExportError
@@ -60,19 +58,13 @@ def converter_for(model):
     return traced_converter(model, _unrolled_layers(model), "an unrolled graph")
 
 
-@contextlib.contextmanager
 def _unrolled_layers(model):
+    from .fused_lstm import swapped_calls
+
     reason = unsupported_reason(model)
     if reason:
         raise ExportError(f"cannot unroll: {reason}", hint="export without the unrolled tag (fused LSTM), or ONNX")
-    calls = _replacements(model)
-    for layer, call in calls.items():
-        layer.call = call
-    try:
-        yield
-    finally:
-        for layer in calls:
-            del layer.call  # back to the class's own call
+    return swapped_calls(_replacements(model))
 
 
 def _replacements(model) -> dict:
