@@ -17,7 +17,7 @@ from .data import DEFAULT_DATA
 
 DEFAULT_TARGETS = ["tflite:fp32", "tflite:fp16", "tflite:dynamic", "tflite:int8", "onnx:fp32", "onnx:int8"]
 # Settings a recipe's [train] table, the CLI and the API may give; the architecture supplies defaults.
-TRAIN_SETTINGS = ("epochs", "batch_size", "learning_rate", "augment", "patience", "clipnorm")
+TRAIN_SETTINGS = ("epochs", "batch_size", "learning_rate", "augment", "label_smoothing", "patience", "clipnorm")
 RUNTIME_SETTINGS = ("device", "strategy", "mixed_precision", "verbose", "task", "qat_epochs", "backend")
 TRAIN_KEYS = {*TRAIN_SETTINGS, "seed", "qat_epochs", "backend"}
 GATE_KEYS = set(GATES)
@@ -62,6 +62,7 @@ class TrainConfig:
     batch_size: int | None = None
     learning_rate: float | None = None
     augment: str | None = None
+    label_smoothing: float | None = None
     patience: int | None = None
     clipnorm: float | None = None
     seed: int = 0

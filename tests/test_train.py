@@ -72,3 +72,24 @@ def test_labels_beyond_model_outputs(tmp_path, tiny_runs, capsys):
     code, _, err = run_cli(["train", "--model", tiny_runs["mlp"] / "model.keras", "--data", tmp_path / "d.npz",
                             "--epochs", "1", "--out", tmp_path / "o"], capsys)
     assert code == 1 and "labels out of range" in err
+
+
+def test_label_smoothing_is_crossentropy_against_the_smoothed_one_hot_target():
+    import keras
+
+    from edgedl.train.losses import classification_loss
+
+    rng = np.random.default_rng(0)
+    probs = keras.ops.softmax(rng.normal(size=(6, 10)).astype("float32"))
+    labels = rng.integers(0, 10, 6)
+    expected = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(np.eye(10)[labels], probs)
+    assert np.isclose(float(keras.ops.mean(classification_loss(0.1)(labels, probs))), float(expected), rtol=1e-5)
+    plain = keras.losses.SparseCategoricalCrossentropy()(labels, probs)
+    assert np.isclose(float(keras.ops.mean(classification_loss(0.0)(labels, probs))), float(plain), rtol=1e-6)
+
+
+@pytest.mark.parametrize("value", ["0.7", "-0.1"])
+def test_label_smoothing_out_of_range_is_a_usage_error(value, capsys, tmp_path):
+    code, _, err = run_cli(["train", "--model", "mlp", "--label-smoothing", value, "--out", tmp_path / "r"], capsys)
+    assert code == 2 and "label-smoothing" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()

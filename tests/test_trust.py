@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -182,7 +183,7 @@ def test_a_recipe_with_a_bad_target_stops_before_training(tmp_path, capsys):
     recipe = tmp_path / "t.toml"
     recipe.write_text('[model]\narchitecture = "mlp"\n[export]\ntargets = ["tflite:int9"]\n')
     code, _, err = run_cli(["pipeline", recipe, "--out", tmp_path / "o"], capsys)
-    assert code == 2 and "int9" in err and not (tmp_path / "o").exists()
+    assert code == 2 and "int9" in err and "did you mean 'int8'" in err and not (tmp_path / "o").exists()
 
 
 def test_a_failed_export_of_an_unreadable_model_leaves_no_folder(tmp_path, capsys):
@@ -266,3 +267,40 @@ def test_a_regression_card_on_a_classifier_is_one_line(tiny_runs, tiny_exports, 
     code, _, err = run_cli(["validate", tiny_runs["mlp"], tiny_exports["mlp"] / "mlp_fp32.tflite", "--task",
                             "regression", "--samples", "20"], capsys)
     assert code == 1 and "regression targets hold 1" in err and "internal error" not in err
+
+
+def test_validate_report_refuses_a_users_file_and_its_md_unless_forced(tiny_runs, tiny_exports, tmp_path, capsys):
+    artifact = tiny_exports["mlp"] / "mlp_fp32.tflite"
+    notes = tmp_path / "notes.json"
+    notes.write_text("my notes\n")
+    code, _, err = run_cli(["validate", tiny_runs["mlp"], artifact, "--report", notes], capsys)
+    assert code == 2 and "edgedl did not write it" in err and notes.read_text() == "my notes\n"
+    beside = tmp_path / "mine.md"  # the .md written beside a report is a user's file too
+    beside.write_text("# mine\n")
+    code, _, err = run_cli(["validate", tiny_runs["mlp"], artifact, "--report", tmp_path / "mine.json"], capsys)
+    assert code == 2 and "its .md" in err and beside.read_text() == "# mine\n"
+    code, _, err = run_cli(["validate", tiny_runs["mlp"], artifact, "--report", notes, "--force"], capsys)
+    assert code == 0 and json.loads(notes.read_text())["artifacts"][0]["passed"], err
+
+
+def test_labels_that_do_not_match_the_outputs_are_refused_in_validate(tiny_runs, tiny_exports, tmp_path, capsys):
+    artifact = tiny_exports["mlp"] / "mlp_fp32.tflite"
+    three = tmp_path / "labels.txt"
+    three.write_text("a\nb\nc\n")
+    code, _, err = run_cli(["validate", tiny_runs["mlp"], artifact, "--labels", three,
+                            "--report", tmp_path / "r.json"], capsys)
+    assert code == 2 and "3 labels were given but output 'probs' has 10 classes" in err
+    card = tmp_path / "m.card.toml"
+    card.write_text('[outputs.nope]\ntask = "classification"\n')
+    code, _, err = run_cli(["validate", tiny_runs["mlp"], artifact, "--card", card, "--report", tmp_path / "r.json"],
+                           capsys)
+    assert code == 2 and "[outputs.nope] is not an output of this model" in err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_finetune_on_a_bare_keras_file_says_how_to_make_a_run(tiny_runs, tmp_path, capsys):
+    bare = tmp_path / "mine.keras"
+    bare.write_bytes((tiny_runs["mlp"] / "model.keras").read_bytes())  # away from its run folder
+    code, _, err = run_cli(["finetune", bare, "--out", tmp_path / "ft"], capsys)
+    assert code == 2 and f"edgedl train --model {bare}" in err and "Usage:" not in err
+    assert not (tmp_path / "ft").exists()

@@ -300,3 +300,39 @@ def test_an_unrolled_variant_is_compared_with_its_own_float32():
     lines = comparison_lines({"comparisons": list(by_artifact.values())})
     assert "m_dynamic-unrolled.tflite is 2.00× the speed of m_fp32-unrolled.tflite at 0.58× the size" in lines[1]
     assert len(lines) == 2  # the float32 bases are not compared with themselves
+
+
+# ---------------------------------------------------------------- training augmentation
+
+def _digit_like(count: int = 4, side: int = 28) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    images = np.zeros((count, side, side, 1), np.uint8)
+    images[:, 8:20, 10:18] = rng.integers(100, 256, (count, 12, 8, 1))
+    return images
+
+
+def test_affine_warp_samples_the_image_where_the_matrix_says(monkeypatch):
+    from edgedl.train import augment
+
+    images = _digit_like()
+    identity = np.tile(np.eye(2), (len(images), 1, 1))
+    monkeypatch.setattr(augment, "_warp_matrices", lambda count, rng: identity[:count])
+    assert np.array_equal(augment._affine_images(images, np.random.default_rng(0), 0), images)
+    quarter = np.tile(np.array([[0.0, 1.0], [-1.0, 0.0]]), (len(images), 1, 1))  # source (y, x) = (x, -y)
+    monkeypatch.setattr(augment, "_warp_matrices", lambda count, rng: quarter[:count])
+    turned = augment._affine_images(images, np.random.default_rng(0), 0)
+    assert np.array_equal(turned, np.rot90(images, k=1, axes=(1, 2)))  # out[i, j] = in[j, n-1-i]
+
+
+def test_affine_augmentation_warps_every_image_a_little_and_repeats_for_a_seed():
+    from edgedl.train.augment import shift_batch
+
+    images = _digit_like(16)
+    warped = shift_batch(images, np.random.default_rng(7), "affine")
+    assert warped.shape == images.shape and warped.dtype == images.dtype
+    assert all(not np.array_equal(a, b) for a, b in zip(warped, images, strict=True))
+    ink = warped.reshape(16, -1).sum(1) / images.reshape(16, -1).sum(1)
+    assert ink.min() > 0.7 and ink.max() < 1.4  # ±10 % scale and a small turn keep the digit inside the frame
+    assert np.array_equal(warped, shift_batch(images, np.random.default_rng(7), "affine"))
+    flat = shift_batch(images.reshape(16, -1).astype(np.float32), np.random.default_rng(7), "affine")
+    assert np.allclose(flat.reshape(warped.shape), warped, atol=0.5)  # an MLP's flat rows are warped as images

@@ -35,6 +35,7 @@ from .group import (
 @setting_option(TRAIN["batch_size"])
 @setting_option(TRAIN["learning_rate"])
 @setting_option(TRAIN["augment"])
+@setting_option(TRAIN["label_smoothing"])
 @setting_option(TRAIN["seed"], help="Seed for split, init, shuffling, augmentation. [default: 0]")
 @setting_option(TRAIN["calibration_samples"], help="Training samples saved for int8 calibration. [default: 200]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
@@ -54,7 +55,7 @@ from .group import (
 @click.option("--unsafe", is_flag=True, help="Load a .keras --model with safe mode off (runs code inside it).")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder for model.keras + manifest.json. [default: runs/<model>]")
-def train(recipe, model, data, epochs, batch_size, learning_rate, augment, seed, calibration_samples,
+def train(recipe, model, data, epochs, batch_size, learning_rate, augment, label_smoothing, seed, calibration_samples,
           device, strategy, mixed_precision, backend, task, qat, qat_epochs, unsafe, out):
     """Train a model and write OUT/model.keras plus OUT/manifest.json.
 
@@ -68,7 +69,7 @@ def train(recipe, model, data, epochs, batch_size, learning_rate, augment, seed,
     from ..recipe import train_config
 
     config = train_config(recipe=recipe, model=model, data=data, epochs=epochs, batch_size=batch_size,
-                          learning_rate=learning_rate, augment=augment, seed=seed,
+                          learning_rate=learning_rate, augment=augment, label_smoothing=label_smoothing, seed=seed,
                           calibration_samples=calibration_samples, device=device, strategy=strategy,
                           mixed_precision=mixed_precision, task=task, unsafe=unsafe, out=out,
                           qat_epochs=qat_epochs or (DEFAULT_QAT_EPOCHS if qat else None), backend=backend)
@@ -89,7 +90,7 @@ def train(recipe, model, data, epochs, batch_size, learning_rate, augment, seed,
 
 
 @cli.command()
-@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.argument("run", type=click.Path(exists=True))  # a .keras file gets finetune's own hint, not click's
 @click.option("--qat/--float", "qat", default=True, show_default=True,
               help="Fine-tune under int8 fake quantization (quantization-aware), or in plain float (the control).")
 @setting_option(TRAIN["epochs"], default=DEFAULT_QAT_EPOCHS, show_default=True,

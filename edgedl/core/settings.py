@@ -72,7 +72,7 @@ def _fraction(name, help) -> Setting:
     return Setting(name, "float", help, 0.0, 1.0)
 
 
-AUGMENTATIONS = ("none", "shift")
+AUGMENTATIONS = ("none", "shift", "affine")
 
 TRAIN = {s.name: s for s in (
     _int("epochs", "Maximum epochs (early stopping may end sooner).", 1, 100_000),
@@ -80,6 +80,8 @@ TRAIN = {s.name: s for s in (
     _float("learning_rate", "Peak learning rate.", 0.0, 10.0, low_open=True),
     Setting("augment", "choice", "Input-pipeline augmentation (never inside the exported model).",
             choices=AUGMENTATIONS),
+    Setting("label_smoothing", "float", "Share of each class label spread evenly over all classes (0: plain "
+            "cross-entropy; classification only).", 0.0, 0.5),
     _int("patience", "Epochs without a better val_loss before training stops.", 0, 100_000),
     _float("clipnorm", "Clip each gradient to this norm.", 0.0, HUGE, low_open=True),
     _int("seed", "Seed for split, init, shuffling, augmentation.", 0, MAX_SEED),

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from ..core.errors import UsageError
 from ..core.layout import UNROLLED_TAG
+from ..core.settings import closest
 from .ranges import METHODS
 
 FORMATS = ("tflite", "onnx")
@@ -79,10 +80,11 @@ def plan_targets(formats: list[str], quantizations: list[str]) -> tuple[list[Tar
 def _expand(formats: list[str], quantizations: list[str]) -> tuple[list[Target], list[str]]:
     for fmt in formats:
         if fmt not in FORMATS:
-            raise UsageError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+            raise UsageError(f"unknown format {fmt!r}{closest(fmt, FORMATS)}; choose from {', '.join(FORMATS)}")
     for quant in quantizations:
         if quant not in PRECISION_OF:
-            raise UsageError(f"unknown quantization {quant!r}; choose from {', '.join(QUANTIZE_CHOICES)}")
+            raise UsageError(f"unknown quantization {quant!r}{closest(quant, QUANTIZE_CHOICES)}; choose from "
+                             f"{', '.join(QUANTIZE_CHOICES)}")
     targets, skipped = [], []
     for fmt in formats:
         for precision in dict.fromkeys(PRECISION_OF[q] for q in quantizations):
@@ -114,7 +116,8 @@ def parse_targets(specs: list[str]) -> list[Target]:
             raise UsageError(f"target {spec!r}: {skipped[0]}")
         targets.extend(unrolled_targets(found) if tag == UNROLLED_TAG else found)
         if tag and tag != UNROLLED_TAG:
-            raise UsageError(f"target {spec!r}: unknown variant {tag!r} (the one variant is {UNROLLED_TAG!r})")
+            raise UsageError(f"target {spec!r}: unknown variant {tag!r}{closest(tag, [UNROLLED_TAG])} (the one "
+                             f"variant is {UNROLLED_TAG!r})")
     return targets
 
 

@@ -25,6 +25,7 @@ from ..recipe import TRAIN_SETTINGS, TrainConfig, check_settings
 from ..runners.modelio import model_facts
 from ..subject import decide, model_input
 from .architectures import registry as architectures
+from .losses import classification_loss
 
 
 def train(config: TrainConfig, say=print) -> dict:
@@ -44,6 +45,9 @@ def train(config: TrainConfig, say=print) -> dict:
         raise UsageError(f"the seed architecture {arch.name!r} is a classifier (softmax output); {dataset.name} "
                          "has real-valued targets", hint="train your own architecture with a linear output: "
                          f"--model my_arch.py:build, where build is {ARCHITECTURE_SIGNATURE}")
+    if dataset.task == "regression" and settings.get("label_smoothing"):
+        raise UsageError(f"label smoothing spreads a class label over the classes; {dataset.name} has real-valued "
+                         "targets", hint="drop label_smoothing (or --label-smoothing) for a regression model")
     from . import distribute
 
     if config.qat_epochs and config.mixed_precision:
@@ -124,7 +128,8 @@ def _resolve(config: TrainConfig):
         arch = None
     else:
         arch = architectures.get(model_spec)
-    defaults = {"epochs": 10, "batch_size": 64, "learning_rate": 1e-3, "augment": "none", "patience": 5}
+    defaults = {"epochs": 10, "batch_size": 64, "learning_rate": 1e-3, "augment": "none", "label_smoothing": 0.0,
+                "patience": 5}
     defaults.update(arch.training if arch else {})
     for key in TRAIN_SETTINGS:
         value = getattr(config, key)
@@ -193,7 +198,9 @@ def _compile(model, settings, keras, task, steps_per_epoch, replicas=1):
     if task == "regression":
         model.compile(optimizer=optimizer, loss="mse", metrics=["mae"])
     else:
-        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.compile(optimizer=optimizer, loss=classification_loss(settings.get("label_smoothing", 0.0)),
+                      metrics=["accuracy"])
+
 
 
 def _steps(dataset, settings, setup) -> int:
@@ -213,7 +220,7 @@ def _fit(model, x_train, y_train, x_val, y_val, settings, config, sequence, setu
     y_fit = _per_step(y_train, steps) if sequence else y_train
     y_val_fit = _per_step(y_val, steps) if sequence else y_val
     global_batch = settings["batch_size"] * setup.replicas  # the batch per replica stays as configured
-    augment = settings.get("augment", "none") == "shift"
+    augment = settings.get("augment", "none")
     if setup.workers > 1:
         from . import worker_loop
 

@@ -15,10 +15,11 @@ from ..core.metrics import accuracy
 
 
 def fit(model, dataset, x_val, y_val, settings: dict, strategy, steps_per_epoch: int, say=print) -> dict:
-    import keras
     import tensorflow as tf
 
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction=None)
+    from .losses import classification_loss
+
+    loss_fn = classification_loss(settings.get("label_smoothing", 0.0))  # per sample, as the loop reduces it
     global_batch = settings["batch_size"] * strategy.num_replicas_in_sync
     optimizer = model.optimizer
 

@@ -24,5 +24,6 @@ def build(input_shape: tuple, num_classes: int):
 ARCHITECTURES = [Architecture(
     name="cnn",
     build=build,
-    training={"epochs": 25, "batch_size": 64, "learning_rate": 2e-3, "augment": "shift", "patience": 6},
+    training={"epochs": 40, "batch_size": 64, "learning_rate": 2e-3, "augment": "affine", "label_smoothing": 0.1,
+              "patience": 10},
 )]

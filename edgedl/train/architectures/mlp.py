@@ -24,5 +24,6 @@ def build(input_shape: tuple, num_classes: int):
 ARCHITECTURES = [Architecture(
     name="mlp",
     build=build,
-    training={"epochs": 60, "batch_size": 64, "learning_rate": 3e-3, "augment": "shift", "patience": 12},
+    training={"epochs": 100, "batch_size": 64, "learning_rate": 3e-3, "augment": "affine", "label_smoothing": 0.1,
+              "patience": 20},
 )]
