@@ -187,3 +187,31 @@ def test_a_token_model_exports_for_a_microcontroller_and_runs_in_tflite_micro(tm
     report = mcu_check(tmp_path / "exports" / "tokens_int8.tflite", data=str(tmp_path / "heldout.npz"),
                        say=lambda m: None)
     assert report["passed"] and not report["unsupported"], (report.get("error"), report.get("unsupported"))
+
+
+def test_an_op_without_a_tflite_micro_kernel_is_refused_with_its_own_alternative(tmp_path, capsys):
+    import keras
+
+    features = keras.Input((6,), name="features")
+    hidden = keras.layers.Dense(8, activation="gelu", name="smooth")(features)
+    keras.Model(features, keras.layers.Dense(3, activation="softmax")(hidden)).save(tmp_path / "gelu.keras")
+    np.savez(tmp_path / "calibration.npz", features=np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32))
+    code, out, err = run_cli(["export", tmp_path / "gelu.keras", "--quantize", "int8", "--calibration",
+                              tmp_path / "calibration.npz", "--target", "mcu", "--out", tmp_path / "exports"], capsys)
+    assert code != 0 and "layer 'smooth' → GELU" in err, out + err
+    assert "relu or hard_swish" in err and "edgedl inspect" in err and "fused LSTM" not in err
+    assert not list((tmp_path / "exports").glob("*.tflite"))
+
+
+def test_mcu_parity_never_prints_agreement_for_a_regression_output():
+    from edgedl.deploy.mcu import _parity
+
+    rng = np.random.default_rng(0)
+    reconstruction = rng.integers(-128, 127, (20, 16)).astype(np.int8)
+    shaken = np.clip(reconstruction.astype(np.int16) + rng.integers(-1, 2, reconstruction.shape), -128, 127)
+    shaken = shaken.astype(np.int8)  # a step either way: top-1 of a reconstruction flips, which means nothing
+    as_regression = _parity([shaken], [reconstruction], ["regression"])["parity"]
+    assert as_regression["agreement"] is None and as_regression["passed"] and as_regression["max_steps"] == 1
+    probs = rng.integers(-128, 127, (20, 4)).astype(np.int8)
+    both = _parity([shaken, probs], [reconstruction, probs], ["regression", "classification"])["parity"]
+    assert both["agreement"] == 1.0  # judged on the class output, not the reconstruction before it

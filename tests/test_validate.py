@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from edgedl.core.errors import ExportError
 from edgedl.export import ExportOptions, export, plan_targets
@@ -47,7 +48,7 @@ def test_other_training_run_fails(tiny_runs, tmp_path):
     assert "not faithful: mlp_fp32.tflite" in failure_message(summary)
 
 
-def test_int8_calibrated_on_wrong_data_fails(tiny_runs, tmp_path):
+def test_int8_calibrated_on_wrong_data_fails(tiny_runs, tmp_path, capsys):
     calib = np.load(tiny_runs["cnn"] / "calibration.npz")["x"]
     targets, _ = plan_targets(["tflite"], ["int8"])
     # 20× too small: export itself stops, with the two ranges
@@ -63,6 +64,11 @@ def test_int8_calibrated_on_wrong_data_fails(tiny_runs, tmp_path):
                        say=lines.append)
     assert not summary["passed"]
     assert any(line.strip().startswith("✗ probs") for line in lines)
+    # the command line names the remedies that apply to this int8 file, and no traceback
+    code, _, err = run_cli(["validate", tiny_runs["cnn"], tmp_path / "bad" / records[0]["file"], "--report",
+                            tmp_path / "v.json"], capsys)
+    assert code == 1 and "int8 remedies that apply" in err and "--calibration-method auto" in err
+    assert "--quantize int16x8" in err and "edgedl finetune RUN --qat" in err and "Traceback" not in err
 
 
 def test_mismatched_artifact_is_an_error_row_not_a_crash(tiny_runs, tiny_exports):

@@ -303,7 +303,7 @@ def validate(model, artifacts, data, synthetic, samples, atol, min_agreement, ma
       edgedl validate runs/cnn --save-results ref/ && edgedl validate --reference ref/reference new.tflite
     """
     from ..validate.matrix import matrix_markdown
-    from ..validate.run import ValidateOptions, dumps, failure_message
+    from ..validate.run import ValidateOptions, dumps, failure_message, remedies_hint
     from ..validate.run import validate as run_validate
 
     if reference and model and not artifacts and not Path(model).is_dir():
@@ -321,7 +321,7 @@ def validate(model, artifacts, data, synthetic, samples, atol, min_agreement, ma
         click.echo("\n" + matrix_markdown(summary["matrix"]))
     failed = failure_message(summary)
     if failed:
-        raise ParityFailure(f"{failed}; report: {summary['report_path']}")
+        raise ParityFailure(f"{failed}; report: {summary['report_path']}", hint=remedies_hint(summary))
     if not as_json:
         click.echo(f"\nall {len(summary['artifacts'])} artifact(s) faithful; report: {summary['report_path']}")
 

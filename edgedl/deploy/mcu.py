@@ -29,7 +29,7 @@ from ..core.errors import ArtifactError, UsageError
 from ..core.files import read_json, temp_dir, verify_sha256
 from ..core.layout import MANIFEST, read_sidecar, resolve_from
 from ..runners.base import TensorInfo
-from ..runners.tflm_kernels import FRAMEWORK_FLASH, KERNELS
+from ..runners.tflm_kernels import FRAMEWORK_FLASH, KERNELS, alternatives
 from .boards import BOARDS, board, fit
 
 # The arena edgedl records is the measured minimum plus this margin: 5 %, at least 256 bytes, in
@@ -85,7 +85,7 @@ def mcu_check(source: str | Path, target: str | None = None, data: str | None = 
             return report
         with np.load(Path(tmp) / "outputs.npz") as archive:
             micro = [archive[f"raw_{j}"] for j in range(len(archive.files))]
-    report |= _parity(micro, expected) | _resources(child, model, inputs, micro)
+    report |= _parity(micro, expected, tensors.get("output_kinds")) | _resources(child, model, inputs, micro)
     report["seconds_per_inference"] = child["seconds_per_inference"]
     # for each TFLite Micro input/output index, the index of edgedl's array (golden files follow it)
     report["tflm_order"] = child["tflm_order"]
@@ -117,7 +117,7 @@ def failure(report: dict) -> str:
 
 def _unsupported_message(missing: list[dict]) -> str:
     named = ", ".join(f"{o['op']} (tensor {o['tensor'] or '?'})" for o in missing[:4])
-    return f"TFLite Micro has no kernel for {named}; replace those layers, or deploy to a phone or a Pi instead"
+    return f"TFLite Micro has no kernel for {named}; {alternatives(o['op'] for o in missing)}"
 
 
 def _resolve(source: Path, data: str | None, samples: int):
@@ -129,8 +129,9 @@ def _resolve(source: Path, data: str | None, samples: int):
         with np.load(source / manifest["golden"]["file"], allow_pickle=False) as archive:
             inputs = [archive[f"input_{i}"] for i in range(len(manifest["inputs"]))]
             expected = [archive[f"raw_{j}"] for j in range(len(manifest["outputs"]))]
+        kinds = {"output_kinds": [spec.get("kind") for spec in manifest["outputs"]]}  # the bundle knows its tasks
         return model, inputs, expected, bool(manifest["runtime"]["reset_variables_before_invoke"]), \
-            _tensor_names(manifest)
+            _tensor_names(manifest) | kinds
     if source.suffix != ".tflite" or not source.is_file():
         raise UsageError(f"{source}: mcu-check takes an int8 .tflite artifact or a bundle folder")
     facts = read_sidecar(source)  # {} for a file edgedl did not export: then --data gives the inputs
@@ -201,14 +202,20 @@ def _child(model: Path, inputs: list[np.ndarray], stateful: bool, tensors: dict,
         raise ArtifactError(f"{model.name}: the TFLite Micro check printed no result: {done.stderr[-200:]}") from exc
 
 
-def _parity(micro: list[np.ndarray], expected: list[np.ndarray]) -> dict:
-    """Raw int8 outputs, step for step, and the top-1 decisions, against LiteRT's."""
+def _parity(micro: list[np.ndarray], expected: list[np.ndarray], kinds: list[str | None] | None = None) -> dict:
+    """Raw int8 outputs, step for step, and the top-1 decisions of the first class output, against LiteRT's.
+
+    ``kinds`` (a bundle's output tasks) keeps agreement away from regression outputs, where a top-1
+    decision means nothing; without them, any output with more than one column is taken as classes."""
     steps = max(int(np.max(np.abs(a.astype(np.int32) - b.reshape(a.shape).astype(np.int32)))) for a, b in
                 zip(micro, expected, strict=True))
-    first, reference = micro[0], expected[0].reshape(micro[0].shape)
-    agreement = metrics.agreement(reference, first) if first.shape[-1] > 1 else None
+    kinds = kinds or [None] * len(micro)
+    classes = [j for j, (a, kind) in enumerate(zip(micro, kinds, strict=True)) if kind != "regression"
+               and a.shape[-1] > 1]
+    agreement = (metrics.agreement(expected[classes[0]].reshape(micro[classes[0]].shape), micro[classes[0]])
+                 if classes else None)
     passed = steps <= MCU_TOLERANCE["max_steps"] and (agreement is None or agreement >= MCU_TOLERANCE["min_agreement"])
-    return {"parity": {"max_steps": steps, "agreement": agreement, "samples": int(len(first)),
+    return {"parity": {"max_steps": steps, "agreement": agreement, "samples": int(len(micro[0])),
                        "tolerance": MCU_TOLERANCE, "passed": passed, "against": "LiteRT (default kernels)"}}
 
 

@@ -180,7 +180,7 @@ def _refuse_ops_without_tflm_kernel(blob: bytes, model, target: str) -> None:
     """For a microcontroller target, every op must have a TFLite Micro kernel: refuse, naming the Keras
     layer behind each op that has none, before anything is written."""
     from ..runners.modelio import layer_classes, layer_for
-    from ..runners.tflm_kernels import KERNELS
+    from ..runners.tflm_kernels import KERNELS, alternatives
     from . import tflite
 
     layers = layer_classes(model)
@@ -189,7 +189,7 @@ def _refuse_ops_without_tflm_kernel(blob: bytes, model, target: str) -> None:
     if missing:
         named = "; ".join(f"layer {layer!r} → {op}" for op, layer in dict.fromkeys(missing))
         raise ExportError(f"TFLite Micro ({target}) has no kernel for: {named}",
-                          hint="replace those layers (e.g. approximate GELU, a fused LSTM), or target a phone or Pi")
+                          hint=alternatives(op for op, _ in missing))
 
 
 def keras_output_names(outputs: list[dict], names: list[str]) -> list[dict]:

@@ -121,3 +121,26 @@ KERNELS = {
     "BROADCAST_ARGS": ("AddBroadcastArgs", 1152),
     "DYNAMIC_UPDATE_SLICE": ("AddDynamicUpdateSlice", 2784),
 }
+
+
+# What to do instead when an op has no TFLite Micro kernel: the alternative that keeps the model's maths
+# closest, per op. Ops not named here get GENERIC_ALTERNATIVE.
+ALTERNATIVES = {
+    "GELU": "use relu or hard_swish (HARD_SWISH has a kernel) instead of gelu",
+    "SELECT": "write the choice as mask·a + (1 − mask)·b (MUL, ADD), or pick rows with GATHER",
+    "BIDIRECTIONAL_SEQUENCE_LSTM": "export the recurrent layers unrolled (`edgedl export --unroll`)",
+    "UNIDIRECTIONAL_SEQUENCE_RNN": "export the recurrent layers unrolled (`edgedl export --unroll`)",
+    "BIDIRECTIONAL_SEQUENCE_RNN": "export the recurrent layers unrolled (`edgedl export --unroll`)",
+    "POW": "a square is x·x (MUL or SQUARE); a square root is SQRT",
+    "TILE": "repeat by broadcasting in the op that uses it (ADD, MUL broadcast)",
+    "ONE_HOT": "compare with EQUAL against the class ids, or feed one-hot inputs",
+    "WHERE": "use a 0/1 mask and MUL instead of indices",
+}
+GENERIC_ALTERNATIVE = ("replace those layers with ones whose ops have kernels (`edgedl inspect ARTIFACT` lists the "
+                       "ops), or target a phone or a Raspberry Pi, where LiteRT runs every builtin op")
+
+
+def alternatives(ops) -> str:
+    """One hint for the ops that have no kernel: each op's own alternative, then the generic one."""
+    own = [f"{op}: {ALTERNATIVES[op]}" for op in dict.fromkeys(ops) if op in ALTERNATIVES]
+    return "; ".join([*own, GENERIC_ALTERNATIVE])

@@ -141,6 +141,24 @@ def failure_message(summary: dict) -> str | None:
     return f"{len(failed)} of {len(summary['artifacts'])} artifact(s) are not faithful: {', '.join(failed)}"
 
 
+def remedies_hint(summary: dict) -> str | None:
+    """The int8 remedies that apply to the failed artifacts of this model, as one hint, or None.
+
+    Calibration ranges and layers kept in float apply to every int8 file; int16 activations to TFLite
+    only; quantization-aware fine-tuning to a model edgedl trained (recurrent layers are refused)."""
+    failed = [r for r in summary["artifacts"] if not r["passed"] and not r.get("stale")
+              and r.get("precision") in ("int8", "mixed")]
+    if not failed:
+        return None
+    hints = ["export again with --calibration-method auto (ranges from histograms)",
+             "--keep-float auto (the layers int8 hurts most stay float)"]
+    if any(r["artifact"].endswith(".tflite") for r in failed):
+        hints.append("--quantize int16x8 (TFLite: 16-bit activations)")
+    if summary.get("architecture"):  # a training run: it can be fine-tuned
+        hints.append("edgedl finetune RUN --qat (quantization-aware fine-tuning; not for recurrent layers)")
+    return "int8 remedies that apply: " + "; ".join(hints) + "; or `edgedl pipeline` tries them in order"
+
+
 def check_reference(result: RunResult, say) -> list[str]:
     """A reference with NaN/Inf outputs certifies nothing: refuse. One whose output never changes
     (an untrained or collapsed model) certifies little: flag it, in the report and on screen."""
