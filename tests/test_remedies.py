@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from conftest import run_cli
@@ -48,9 +50,9 @@ def test_a_float_output_rescue_is_judged_in_the_steps_of_the_int8_it_replaces():
     scales = step_scales(report)
     assert scales == {"probs": 0.01}
     plain = tolerances(None, "mixed", ValidateOptions())
-    judged = tolerances(None, "mixed", ValidateOptions(step_scales=scales))
+    judged = tolerances(None, "mixed", ValidateOptions(step_scales=scales), in_steps=True)
     assert "max_mean_error_steps" not in plain and judged["max_mean_error_steps"] == 2.0
-    assert tolerances(None, "int16x8", ValidateOptions(step_scales=scales))["max_mean_error_steps"] == 2.0
+    assert tolerances(None, "int16x8", ValidateOptions(), in_steps=True)["max_mean_error_steps"] == 2.0
     rng = np.random.default_rng(0)
     reference = np.eye(4)[rng.integers(0, 4, 200)] * 0.8 + 0.05
     candidate = reference + rng.choice([-0.04, 0.04], reference.shape)  # 4 steps off, every top-1 kept
@@ -76,3 +78,17 @@ def test_the_search_writes_nothing_when_plain_int8_already_passes(tiny_runs, tmp
     assert code == 0, out + err
     assert "plain int8 already passes" in err and "nothing written; use the plain int8 tflite artifact" in err
     assert not list((tmp_path / "exports").glob("*mixed*")), "the search chose no layer: no mixed file"
+
+
+def test_a_mixed_file_validated_on_its_own_is_judged_in_the_steps_of_the_int8_beside_it(tiny_runs, tmp_path, capsys):
+    """A plain `edgedl validate` of a NAME_mixed file dropped the steps gate its rescue was judged by."""
+    out = tmp_path / "exports"
+    for extra in ([], ["--keep-float", "probs"]):
+        code, stdout, err = run_cli(["export", tiny_runs["mlp"], "-f", "tflite", "-q", "int8", *extra, "--out", out],
+                                    capsys)
+        assert code == 0, stdout + err
+    code, stdout, err = run_cli(["validate", tiny_runs["mlp"], out / "mlp_mixed.tflite", "--report",
+                                 tmp_path / "v.json"], capsys)
+    row = json.loads((tmp_path / "v.json").read_text())["artifacts"][0]
+    assert row["judged_in_steps_of"] == "mlp_int8.tflite" and "max_mean_error_steps" in row["tolerances"]
+    assert "judged in the output steps of mlp_int8.tflite" in stdout + err

@@ -24,6 +24,10 @@ def test_run_folder_and_manifest(tiny_runs):
     assert 0.5 < manifest["metrics"]["test_accuracy"] <= 1.0  # 3 epochs on 8×8 digits learns something
     assert manifest["versions"]["keras"].startswith("3.")
     assert not list(run.glob(".staging-*"))
+    import keras
+
+    # plain Keras loads it as saved, with nothing of edgedl's (its label-smoothed loss) needed: saved uncompiled
+    assert not keras.saving.load_model(run / "model.keras").compiled
 
 
 def test_same_seed_gives_identical_weights(tmp_path):

@@ -55,7 +55,7 @@ def prefixes(run: Path, folder: Path) -> list[tuple[str, Path]]:
 
     from edgedl.export.tflite import convert
 
-    model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    model = keras.saving.load_model(run / "model.keras", safe_mode=True, compile=False)
     calibration = np.load(run / "calibration.npz")["x"][:200].astype(np.float32)
     cuts = []
     for layer in model.layers:

@@ -368,7 +368,13 @@ def portable(model, mixed_precision: bool):
                 config["dtype"] = "float32"
             return layer.__class__.from_config(config)
 
-        copy = keras.models.clone_model(model, clone_function=clone)
+        # cloned as if uncompiled: clone_model would rebuild the compile config, which fails on a loss it
+        # cannot look up by name (the label-smoothed one) and would then have saved the compiled original
+        compiled, model.compiled = model.compiled, False
+        try:
+            copy = keras.models.clone_model(model, clone_function=clone)
+        finally:
+            model.compiled = compiled
     except (ValueError, TypeError):  # a subclassed model cannot be cloned: saved as it is
         if mixed_precision:
             raise
@@ -376,7 +382,7 @@ def portable(model, mixed_precision: bool):
     finally:
         keras.mixed_precision.set_global_policy(previous)
     copy.set_weights(model.get_weights())
-    copy.compiled = False  # clone_model compiles the copy like the original; saved, it would carry the optimizer
+    copy.compiled = False  # nothing about training goes into model.keras
     return copy
 
 

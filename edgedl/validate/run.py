@@ -18,6 +18,7 @@ from ..core.files import verify_sha256, write_json, write_text
 from ..core.layout import (
     VALIDATION_REPORT,
     find_artifacts,
+    model_key,
     precision_of,
     read_sidecar,
     relative_to,
@@ -249,13 +250,26 @@ def _named_limits(options) -> dict:
 NAMED_LIMITS = ("atol", "min_agreement", "max_accuracy_drop")  # ValidateOptions fields that are tolerances
 
 
-def tolerances(architecture: str | None, precision: str, options: ValidateOptions) -> dict:
+def tolerances(architecture: str | None, precision: str, options: ValidateOptions, in_steps: bool = False) -> dict:
     limits = architectures.tolerances_for(architecture, precision)
-    if options.step_scales and precision in RESCUE_PRECISIONS:  # judged in the replaced int8's steps, by its limit
+    if in_steps and precision in RESCUE_PRECISIONS:  # judged in the replaced int8's steps, by its limit
         limits["max_mean_error_steps"] = architectures.tolerances_for(architecture, "int8")["max_mean_error_steps"]
     limits.update(_named_limits(options))
     limits.update(options.overrides)
     return limits
+
+
+def sibling_step_scales(artifact: Path, precision: str) -> tuple[dict, str | None]:
+    """A mixed or int16x8 TFLite file validated on its own is judged in the output steps of the plain int8
+    file of the same model beside it (the file it replaces), as the rescue that wrote it judged it:
+    ({output name: scale}, that file's name), or ({}, None) when there is none."""
+    if precision not in RESCUE_PRECISIONS:
+        return {}, None
+    plain = artifact.with_name(f"{Path(model_key(artifact)).stem}_int8{artifact.suffix}")
+    facts = read_sidecar(plain) if plain.is_file() else {}
+    scales = {o["name"]: o["quantization"]["scale"] for o in facts.get("outputs", [])
+              if (o.get("quantization") or {}).get("scale")}
+    return (scales, plain.name) if scales else ({}, None)
 
 
 def step_scales(report: dict) -> dict:
@@ -319,10 +333,12 @@ def _validate_one(artifact: Path, reference: Reference, options, say) -> tuple[d
         return _error_report(artifact, facts, exc), None
     outputs, names = align_outputs(reference.result.output_names, [o.shape for o in reference.result.outputs],
                                    raw, [t.name for t in runner.outputs])
-    given = options.step_scales or {}
+    given, beside = (options.step_scales, None) if options.step_scales else sibling_step_scales(artifact, precision)
+    if beside:
+        say(f"  {artifact.name}: float outputs judged in the output steps of {beside}, the int8 file it replaces")
     scales = [t.scale if t.quantized else given.get(name)
               for t, name in zip(_aligned_specs(runner.outputs, names), reference.result.output_names, strict=True)]
-    limits = tolerances(reference.architecture, precision, options)
+    limits = tolerances(reference.architecture, precision, options, in_steps=bool(given))
     checks = compare(reference.result.outputs, outputs, reference.result.output_names,
                      reference.inputs.labels, limits, scales, reference.kinds)
     report = ParityReport(artifact=artifact.name, precision=precision, passed=all(c.passed for c in checks),
@@ -344,6 +360,8 @@ def _validate_one(artifact: Path, reference: Reference, options, say) -> tuple[d
     row = report.as_dict() | {"format": facts.get("format", artifact.suffix[1:]), "size": artifact.stat().st_size,
                               "seconds": round(seconds, 3), "backend": runner.backend,
                               "no_effect": bool(facts.get("no_effect"))}
+    if beside:
+        row["judged_in_steps_of"] = beside
     if coverage:
         row["input_coverage"] = coverage
     return row, result
