@@ -215,3 +215,26 @@ def test_mcu_parity_never_prints_agreement_for_a_regression_output():
     probs = rng.integers(-128, 127, (20, 4)).astype(np.int8)
     both = _parity([shaken, probs], [reconstruction, probs], ["regression", "classification"])["parity"]
     assert both["agreement"] == 1.0  # judged on the class output, not the reconstruction before it
+
+
+def test_mcu_check_verifies_the_artifact_and_takes_a_foreign_one_with_data(tiny_runs, tiny_exports, tmp_path, capsys):
+    artifact = tiny_exports["mlp"] / "mlp_int8.tflite"
+    changed = tmp_path / "changed" / artifact.name
+    changed.parent.mkdir()
+    shutil.copy(artifact.with_name(artifact.name + ".json"), changed.with_name(artifact.name + ".json"))
+    blob = bytearray(artifact.read_bytes())
+    blob[-100] ^= 1  # one bit after export
+    changed.write_bytes(bytes(blob))
+    code, _, err = run_cli(["mcu-check", changed], capsys)
+    assert code == 1 and "changed or replaced after it was written" in err
+    foreign = tmp_path / "foreign" / artifact.name  # no sidecar: a file edgedl did not export
+    foreign.parent.mkdir()
+    shutil.copy(artifact, foreign)
+    code, _, err = run_cli(["mcu-check", foreign], capsys)
+    assert code != 0 and "--data" in err
+    with np.load(tiny_runs["mlp"] / "heldout.npz") as heldout:
+        np.savez(tmp_path / "inputs.npz", x=heldout["x"][:20].reshape(20, -1).astype(np.float32) / 16.0)
+    code, out, err = run_cli(["mcu-check", foreign, "--data", tmp_path / "inputs.npz", "--json",
+                              tmp_path / "mcu.json"], capsys)
+    assert code == 0, out + err
+    assert json.loads((tmp_path / "mcu.json").read_text())["parity"]["samples"] == 20

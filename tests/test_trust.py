@@ -140,6 +140,13 @@ def test_a_bare_pipeline_never_imports_code_from_a_foreign_models_folder(tmp_pat
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli(["pipeline", "--out", tmp_path / "out"], capsys)
     assert code == 2 and "--unsafe" in err and not (tmp_path / "ran").exists()
+    from edgedl.train.architectures import registry
+
+    with pytest.raises(EdgedlError):  # the file defines no build(); what matters is the line before it ran
+        registry.get(f"{tmp_path / 'models' / 'evil.py'}:build")
+    announced = capsys.readouterr().err
+    assert f"importing architecture code from {tmp_path / 'models' / 'evil.py'}" in announced
+    assert (tmp_path / "ran").exists()  # it did run, after the line said it would
 
 
 @pytest.mark.parametrize("value", ["inf", "1e308", "0", "-5", "lots"])
