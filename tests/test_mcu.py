@@ -238,3 +238,22 @@ def test_mcu_check_verifies_the_artifact_and_takes_a_foreign_one_with_data(tiny_
                               tmp_path / "mcu.json"], capsys)
     assert code == 0, out + err
     assert json.loads((tmp_path / "mcu.json").read_text())["parity"]["samples"] == 20
+
+
+def test_mcu_check_never_passes_an_int8_file_that_validate_refused(tiny_runs, tiny_exports, tmp_path, capsys):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    for name in ("mlp_int8.tflite", "mlp_int8.tflite.json"):
+        shutil.copy(tiny_exports["mlp"] / name, folder / name)
+    with np.load(tiny_runs["mlp"] / "heldout.npz") as heldout:
+        np.savez(tmp_path / "inputs.npz", x=heldout["x"][:20].reshape(20, -1).astype(np.float32) / 16.0)
+    args = ["mcu-check", folder / "mlp_int8.tflite", "--data", tmp_path / "inputs.npz", "--json", tmp_path / "r.json"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0 and "compares TFLite Micro with LiteRT only" in out + err  # says what it did not judge
+    (folder / "validation.json").write_text(json.dumps({"artifacts": [{
+        "artifact": "mlp_int8.tflite", "passed": False,
+        "outputs": [{"name": "probs", "passed": False, "failures": ["top-1 agreement 91.00% < 99.00%"]}]}]}))
+    code, out, err = run_cli(args, capsys)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert code == 1 and not report["passed"] and report["parity"]["passed"]  # TFLite Micro matched LiteRT…
+    assert "validate` refused this int8 file" in report["failed_because"] and "91.00%" in report["failed_because"]

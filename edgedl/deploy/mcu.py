@@ -27,7 +27,7 @@ from ..core import metrics
 from ..core.env import child_preexec, time_limit_s
 from ..core.errors import ArtifactError, UsageError
 from ..core.files import read_json, temp_dir, verify_sha256
-from ..core.layout import MANIFEST, read_sidecar, resolve_from
+from ..core.layout import MANIFEST, VALIDATION_REPORT, read_sidecar, resolve_from
 from ..runners.base import TensorInfo
 from ..runners.tflm_kernels import FRAMEWORK_FLASH, KERNELS, alternatives
 from .boards import BOARDS, board, fit
@@ -90,7 +90,8 @@ def mcu_check(source: str | Path, target: str | None = None, data: str | None = 
     # for each TFLite Micro input/output index, the index of edgedl's array (golden files follow it)
     report["tflm_order"] = child["tflm_order"]
     report["boards"] = {key: fit(report["ram"]["total"], report["flash"]["total"], b) for key, b in BOARDS.items()}
-    report["passed"] = report["parity"]["passed"]
+    report["validate"] = validate_verdict(Path(source))
+    report["passed"] = report["parity"]["passed"] and report["validate"]["passed"] is not False
     if target:
         report["target"] = report["boards"][target.lower()] | {"key": target.lower()}
         report["passed"] = report["passed"] and report["target"]["fits"]
@@ -99,10 +100,30 @@ def mcu_check(source: str | Path, target: str | None = None, data: str | None = 
     return report
 
 
+def validate_verdict(source: Path) -> dict:
+    """What `edgedl validate` said of this int8 file against the Keras model, which mcu-check does not judge
+    (it compares TFLite Micro with LiteRT): a file validate refused never passes here either."""
+    if source.is_dir():
+        parity = read_json(source / MANIFEST, "bundle manifest").get("parity") or {}
+        return {"passed": parity.get("passed"), "source": "the bundle's validation"}
+    report = source.parent / VALIDATION_REPORT
+    rows = read_json(report, "validation report").get("artifacts", []) if report.is_file() else []
+    row = next((r for r in rows if r.get("artifact") == source.name), None)
+    if row is None:
+        return {"passed": None, "source": "not validated: mcu-check compares TFLite Micro with LiteRT only; "
+                                          f"`edgedl validate` compares {source.name} with the Keras model"}
+    failures = [f for o in row.get("outputs", []) for f in o.get("failures", [])]
+    return {"passed": bool(row.get("passed")), "source": str(report), "failures": failures[:3]}
+
+
 def failure(report: dict) -> str:
     """Why the check failed, in one line with the numbers (for the CLI and the bundle)."""
     if report.get("error"):
         return report["error"]
+    if report.get("validate", {}).get("passed") is False:
+        why = "; ".join(report["validate"].get("failures") or []) or "see its report"
+        return f"`edgedl validate` refused this int8 file against the Keras model ({why}): TFLite Micro " \
+               "would run an unfaithful model"
     target = report.get("target")
     if target and not target["fits"]:
         short = [f"{what} needs {need / 1024:,.1f} KB of {usable / 1024:,.1f} KB usable (short by "
@@ -247,6 +268,12 @@ def render(report: dict) -> list[str]:
              f"{flash['framework'] / 1024:.1f} KB + kernels {sum(flash['kernels'].values()) / 1024:.1f} KB (upper bound)",
              f"  ops: {', '.join(report['ops'])}; {report['seconds_per_inference'] * 1e6:,.0f} µs per inference "
              "on x86 (reference kernels, not device timing)"]
+    judged = report.get("validate") or {}
+    if judged.get("passed") is not None:
+        lines.append(f"  {'✓' if judged['passed'] else '✗'} against the Keras model: "
+                     f"{'passed' if judged['passed'] else 'refused'} by validate ({judged['source']})")
+    elif judged:
+        lines.append(f"  note: {judged['source']}")
     for key, verdict in report["boards"].items():
         mark = "✓" if verdict["fits"] else "✗"
         lines.append(f"  {mark} {key:<12} {verdict['board']}: RAM headroom {verdict['ram_headroom'] / 1024:+,.1f} KB, "
