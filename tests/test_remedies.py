@@ -92,3 +92,15 @@ def test_a_mixed_file_validated_on_its_own_is_judged_in_the_steps_of_the_int8_be
     row = json.loads((tmp_path / "v.json").read_text())["artifacts"][0]
     assert row["judged_in_steps_of"] == "mlp_int8.tflite" and "max_mean_error_steps" in row["tolerances"]
     assert "judged in the output steps of mlp_int8.tflite" in stdout + err
+
+
+def test_a_qat_model_whose_int8_file_fails_says_so_and_names_the_likely_cause():
+    """The case: finetune --qat reported 90.6 % fake-quantized; the exported int8 validated at 54.6 % agreement."""
+    from edgedl.validate.shipped import lines
+
+    check = {"artifact": "runs/x-qat/exports/x-qat_int8.tflite", "passed": False, "accuracy": 0.51,
+             "agreement": 0.546, "promised": 0.906, "failures": ["top-1 agreement 54.60% < 99.00%"]}
+    printed = "\n".join(lines(check))
+    assert "fake-quantized validation accuracy 90.60%" in printed and "agreement 54.60%" in printed
+    assert "FAILS the int8 gates" in printed and "⚠" in printed and "input and output quantization" in printed
+    assert "⚠" not in "\n".join(lines(check | {"passed": True, "failures": []}))

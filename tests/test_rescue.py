@@ -191,8 +191,12 @@ def test_qat_int8_is_at_least_as_accurate_as_ptq_on_the_seed_mlp_and_cnn(tiny_ru
     for arch in ("mlp", "cnn"):
         ptq = _row(tiny_runs[arch], tiny_exports[arch] / f"{arch}_int8.tflite", capsys, tmp_path)
         out = tmp_path / f"{arch}-qat"
-        code, _, err = run_cli(["finetune", tiny_runs[arch], "--epochs", "3", "--out", out], capsys)
+        code, printed, err = run_cli(["finetune", tiny_runs[arch], "--epochs", "3", "--out", out], capsys)
         assert code == 0, err
+        # judged on what ships: the exported int8 file's held-out numbers beside the fake-quantized ones
+        shipped = json.loads((out / "exports" / "validation.json").read_text())["artifacts"][0]
+        assert "fake-quantized validation accuracy" in printed and "the int8 TFLite file on held-out data" in printed
+        assert ("passes the int8 gates" if shipped["passed"] else "FAILS the int8 gates") in printed
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["finetune"]["qat"] and manifest["parent"]["model_sha256"]
         assert run_cli(["export", out, "--quantize", "int8"], capsys)[0] == 0
