@@ -218,3 +218,49 @@ def test_a_boards_firmware_verdict_for_the_report(m4_run, fw_bundle, tmp_path):
     assert verdict["instructions"] > 0 and verdict["arena"] > 0 and verdict["flash"] > verdict["arena"]
     cell = firmware_cell(verdict)
     assert cell.startswith("PASS on cortex-m4, 0 step(s)") and "(estimate, CPI 1.0)" in cell
+
+
+@pytest.mark.slow  # builds firmware (the library is warm after the M4 run)
+def test_an_arena_too_small_for_the_cores_kernels_grows_to_what_passes(m4_run, fw_bundle, tmp_path, capsys):
+    """CMSIS-NN's LSTM asked for 2,960 B of scratch that mcu-check's reference kernels never did: the
+    shipped arena failed AllocateTensors on every core, and the refit only ever shrank it."""
+    report, _ = m4_run
+    bundle = tmp_path / "bundle"
+    shutil.copytree(fw_bundle, bundle)
+    main_cc = (bundle / "mcu" / "main.cc").read_text()
+    short = report["arena"]["minimum"] - 512
+    (bundle / "mcu" / "main.cc").write_text(re.sub(r"(#else  // 32-bit[^\n]*\nconstexpr int kArenaSize = )\d+;",
+                                                   lambda m: f"{m.group(1)}{short};", main_cc))
+    code, out, err = run_cli(["firmware", bundle, "--core", "m4", "--tflm", TREE], capsys)
+    assert code == 0 and "too small on cortex-m4: searching upward" in out + err, (out, err)
+    grown = json.loads((bundle / "manifest.json").read_text())["mcu"]["arena"]["with_margin"]
+    assert grown >= report["arena"]["minimum"] > short
+    assert f"constexpr int kArenaSize = {grown};" in (bundle / "mcu" / "main.cc").read_text()
+
+
+@pytest.mark.slow  # exports and bundles a token model; builds firmware
+def test_a_token_model_bundle_passes_its_golden_check_on_cortex_m4(firmware_cache, tmp_path, capsys):
+    """int32 token ids were copied into the golden data as int8 (cut, and a quarter of the bytes)."""
+    _need_toolchain()
+    import keras
+    import numpy as np
+
+    tokens = keras.Input((12,), dtype="int32", name="tokens")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(300, 8, name="embed")(tokens))
+    model = keras.Model(tokens, keras.layers.Dense(3, activation="softmax", name="probs")(pooled))
+    rng = np.random.default_rng(0)
+    model.set_weights([w * 0 + rng.normal(0, 2.0, w.shape).astype(np.float32) for w in model.get_weights()])
+    model.save(tmp_path / "t.keras")  # untrained, with weights wide enough that int8 keeps every decision
+    ids = rng.integers(0, 300, (64, 12)).astype(np.int32)  # ids above 127 too
+    np.savez(tmp_path / "calibration.npz", tokens=ids)
+    np.savez(tmp_path / "heldout.npz", x=ids[:32], y=model.predict(ids[:32], verbose=0).argmax(-1))
+    (tmp_path / "t.card.toml").write_text('task = "classification"\n[data]\nheldout = "heldout.npz"\n'
+                                         'calibration = "calibration.npz"\n')
+    assert run_cli(["export", tmp_path / "t.keras", "-q", "int8", "--target", "mcu", "--out", tmp_path / "e"],
+                   capsys)[0] == 0
+    code, out, err = run_cli(["bundle", tmp_path / "e" / "t_int8.tflite", "--target", "mcu", "--out",
+                              tmp_path / "b"], capsys)
+    assert code == 0, out + err
+    assert "extern const int32_t kGoldenInput0[];" in (tmp_path / "b" / "mcu" / "golden_data.h").read_text()
+    code, out, err = run_cli(["firmware", tmp_path / "b", "--core", "m4", "--tflm", TREE], capsys)
+    assert code == 0 and "PASS on cortex-m4" in out, (out, err)

@@ -370,7 +370,8 @@ def _mcu(staging: Path, artifact: Path, facts: dict, board: str | None, say) -> 
     ins, outs = report["tflm_order"]["inputs"], report["tflm_order"]["outputs"]
     inputs, expected = [inputs[i] for i in ins], [expected[j] for j in outs]
     quantization = [manifest["inputs"][i].get("quantization") for i in ins]
-    gold_source, gold_header = mcu_project.golden_data(inputs, expected, quantization)
+    gold_source, gold_header = mcu_project.golden_data(inputs, expected, quantization,
+                                                       [manifest["inputs"][i].get("dtype") for i in ins])
     write_text(folder / "golden_data.cc", gold_source)
     write_text(folder / "golden_data.h", gold_header)
     write_text(folder / "main.cc", mcu_project.main_cc(report["resolver"], report["arena"]["with_margin"],

@@ -31,6 +31,8 @@ from ..core.settings import TOLERANCES, check_table
 from ..runners.base import TensorInfo
 from ..subject import Declared, Subject
 from ..train.architectures import registry as architectures
+from .diagnose import REPRESENTATIVE, calibrated_range, causes, output_coverage
+from .diagnose import lines as cause_lines
 from .inputs import Inputs, gather_inputs
 from .matrix import matrix_markdown, matrix_rows
 from .parity import ParityReport, align_outputs, compare, output_kind
@@ -284,6 +286,8 @@ def _resolution_notes(reports: list[dict], reference: Reference, say) -> list[st
     count, notes = reference.inputs.count, []
     flip = 1.0 / max(count, 1)
     limits = {r["precision"]: r.get("tolerances", {}) for r in reports if r.get("tolerances")}
+    if "classification" not in reference.kinds:  # accuracy and agreement gates judge classes only
+        return []
     for precision, limit in sorted(limits.items()):
         drop, agreement_limit = limit.get("max_accuracy_drop"), limit.get("min_agreement")
         if reference.inputs.labels and drop is not None and drop < flip:
@@ -362,12 +366,19 @@ def _validate_one(artifact: Path, reference: Reference, options, say) -> tuple[d
                               "no_effect": bool(facts.get("no_effect"))}
     if beside:
         row["judged_in_steps_of"] = beside
+    covered = output_coverage(_aligned_specs(runner.outputs, names), reference.result.output_names,
+                              reference.result.outputs, outputs)
+    if covered:
+        row["output_coverage"] = covered
+    if not report.passed and precision in ("int8", "mixed", "int16x8"):  # measured causes, largest first
+        row["diagnosis"] = causes(coverage, covered)
+        for line in cause_lines(row["diagnosis"]):
+            say(line)
     if coverage:
         row["input_coverage"] = coverage
     return row, result
 
 
-REPRESENTATIVE = 0.999  # below this share of held-out input values inside the calibrated range, say so
 
 
 def input_coverage(specs, feed: list[np.ndarray]) -> dict:
@@ -377,8 +388,7 @@ def input_coverage(specs, feed: list[np.ndarray]) -> dict:
     for spec, x in zip(specs, feed, strict=True):
         if not spec.quantized:
             continue
-        info = np.iinfo(spec.dtype)
-        low, high = (info.min - spec.zero_point) * spec.scale, (info.max - spec.zero_point) * spec.scale
+        low, high = calibrated_range(spec)
         values = np.asarray(x, np.float64)
         inside = float(np.mean((values >= low - spec.scale / 2) & (values <= high + spec.scale / 2)))
         found[spec.name] = {"calibrated": [float(low), float(high)], "data": [float(values.min()), float(values.max())],
