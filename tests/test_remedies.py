@@ -104,3 +104,34 @@ def test_a_qat_model_whose_int8_file_fails_says_so_and_names_the_likely_cause():
     assert "fake-quantized validation accuracy 90.60%" in printed and "agreement 54.60%" in printed
     assert "FAILS the int8 gates" in printed and "⚠" in printed and "input and output quantization" in printed
     assert "⚠" not in "\n".join(lines(check | {"passed": True, "failures": []}))
+
+
+def test_regression_outputs_beyond_the_calibrated_range_are_the_named_cause_and_the_output_layer_rescues(
+        tmp_path, capsys):
+    """A regression int8 failed; validate blamed clipped inputs, while the outputs lay outside the calibrated
+    output range. The inputs here cover the same range in calibration and held-out data; the outputs do not."""
+    import keras
+
+    x = keras.Input((2,), name="x")
+    head = keras.layers.Dense(1, name="y")
+    model = keras.Model(x, head(x))
+    head.set_weights([np.ones((2, 1), np.float32), np.zeros(1, np.float32)])
+    model.save(tmp_path / "reg.keras")
+    rng = np.random.default_rng(0)
+    u, v = rng.uniform(-1, 1, (200, 1)), rng.uniform(-1, 1, (100, 1))
+    calibration = np.concatenate([u, -u], 1) + rng.normal(0, 0.01, (200, 2))  # outputs near 0 only
+    np.savez(tmp_path / "calib.npz", x=calibration.astype(np.float32))
+    np.savez(tmp_path / "heldout.npz", x=np.concatenate([v, v], 1).astype(np.float32), y=(2 * v).astype(np.float32))
+    (tmp_path / "reg.card.toml").write_text('task = "regression"\n[data]\nheldout = "heldout.npz"\n'
+                                           'calibration = "calib.npz"\n')
+    assert run_cli(["export", tmp_path / "reg.keras", "-q", "int8", "--out", tmp_path / "e"], capsys)[0] == 0
+    code, out, err = run_cli(["validate", tmp_path / "reg.keras", tmp_path / "e" / "reg_int8.tflite"], capsys)
+    row = json.loads((tmp_path / "e" / "validation.json").read_text())["artifacts"][0]
+    assert code == 1 and "likely cause 1:" in out + err and "of output 'y' values lie outside" in out + err
+    assert row["diagnosis"][0]["effect"] > 0.9 and "keep the output layer in float" in row["diagnosis"][0]["remedy"]
+    assert not [c for c in row["diagnosis"] if "input" in c["cause"]], "the inputs are covered: not a cause"
+    assert "agreement" not in out.split("likely cause")[0].split("✗ y")[-1], "no agreement for a regression output"
+    code, out, err = run_cli(["export", tmp_path / "reg.keras", "-q", "int8", "--keep-float", "auto", "--out",
+                              tmp_path / "e"], capsys)
+    assert code == 0 and "best y:" in out + err, out + err  # the output layer is a candidate
+    assert json.loads((tmp_path / "e" / "reg_mixed.tflite.json").read_text())["keep_float"] == ["y"]

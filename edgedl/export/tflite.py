@@ -135,12 +135,29 @@ def _mixed(converter, model, keep_float: tuple[str, ...]) -> bytes:
 
 def float_nodes(calibrated: bytes, model, keep_float: tuple[str, ...]) -> list[str]:
     """The output tensor names of the ops that belong to ``keep_float`` layers; every layer must own one."""
-    from ..runners.modelio import layer_classes, layers_in
-
-    known = layer_classes(model)
-    owned = [(tensor, layers_in(tensor, known)) for _, tensor in ops_with_tensors(calibrated)]
+    owned = op_owners(calibrated, model)
     require_layers(keep_float, [owners for _, owners in owned])
     return [tensor for tensor, owners in owned if owners & set(keep_float)]
+
+
+def op_owners(flatbuffer: bytes, model) -> list[tuple[str, set[str]]]:
+    """(first output tensor's name, the Keras layers it belongs to) for every op, in graph order.
+
+    Ops are named by their Keras scope, except one that writes a graph output: it carries the
+    signature's name (StatefulPartitionedCall:0), so it belongs to the layers that make the model's
+    outputs. Without this, an output layer that is a single op (a regression head) had no op at all."""
+    from ..runners.modelio import layer_classes, layers_in
+    from ..runners.tflite_model import TFLiteModel
+
+    known = layer_classes(model)
+    graph = TFLiteModel(flatbuffer).main
+    final = {graph.tensors[i].name for i in graph.outputs}
+    makers = {t._keras_history.operation.name for t in model.outputs if hasattr(t, "_keras_history")}
+    owned = []
+    for _, tensor in ops_with_tensors(flatbuffer):
+        owners = layers_in(tensor, known)
+        owned.append((tensor, owners or (makers & set(known) if tensor in final else set())))
+    return owned
 
 
 def require_layers(keep_float, owners: list[set[str]]) -> None:

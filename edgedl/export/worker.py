@@ -343,16 +343,14 @@ def unsupported_reason(model, fmt: str, precision: str, unrolled: bool = False) 
 
 def layers_with_ops(src: dict, options: dict) -> list[str]:
     """Keras layers owning ops of the float TFLite graph, in graph order (candidates to keep in float)."""
-    from ..runners.modelio import layer_classes, layers_in
     from . import tflite
 
     with quiet_output():
         model = _model(src, options)
-        known = layer_classes(model)
         ordered: dict[str, None] = {}
         top = {layer.name for layer in model.layers}  # a MultiHeadAttention, not its "query" sublayer
-        for _, tensor in tflite.ops_with_tensors(tflite.convert(model, "fp32", None)):
-            for layer in sorted(layers_in(tensor, known) & top):
+        for _, owners in tflite.op_owners(tflite.convert(model, "fp32", None), model):
+            for layer in sorted(owners & top):
                 ordered.setdefault(layer)
         return list(ordered)
 
