@@ -220,14 +220,32 @@ def _build_and_run(c: Core, lib: build.Library, mcu_dir: Path, timeout_s: float,
                    used: int | None = None, recorded_passes: bool = True):
     """Compile, link, check the fit and run; ``probe``: main.cc built to take its arena size from the
     command line, and the smallest size that passes searched with one emulator run per size."""
+    if probe:
+        recorded = _recorded_arena((mcu_dir / "main.cc").read_text())
+        # the probe's buffer may grow the arena; on a board whose RAM holds the shipped arena but not twice it,
+        # a recorded arena that passes is searched downward with a buffer of its own size
+        growths = (PROBE_GROWTH, 1) if recorded_passes else (PROBE_GROWTH,)
+        for growth in growths:
+            try:
+                return _build_and_run_once(c, lib, mcu_dir, timeout_s, log, growth * recorded,
+                                           (recorded, used, recorded_passes))
+            except FirmwareError as exc:
+                if growth == growths[-1] or "the image needs" not in str(exc):
+                    raise
+    return _build_and_run_once(c, lib, mcu_dir, timeout_s, log)
+
+
+def _build_and_run_once(c: Core, lib: build.Library, mcu_dir: Path, timeout_s: float, log: Path,
+                        capacity: int | None = None, search: tuple | None = None):
+    """One build: the bundle's main.cc run once, or (``capacity``) the probe image and its arena search."""
+    probe = capacity is not None
     with tempfile.TemporaryDirectory(prefix="edgedl-fw-") as tmp:
         work = Path(tmp)
         write_text(work / "edgedl_start.cc", start_file(c))
         main = mcu_dir / "main.cc"
         if probe:
             main = work / "main.cc"
-            recorded = _recorded_arena((mcu_dir / "main.cc").read_text())
-            write_text(main, probe_main((mcu_dir / "main.cc").read_text(), PROBE_GROWTH * recorded))
+            write_text(main, probe_main((mcu_dir / "main.cc").read_text(), capacity))
         start = time.perf_counter()
         sources = [main, mcu_dir / "model_data.cc", mcu_dir / "golden_data.cc", work / "edgedl_start.cc"]
         objects = build.compile_app(sources, work, arch_flags(c), lib.tree.root, log, include=mcu_dir)
@@ -238,7 +256,7 @@ def _build_and_run(c: Core, lib: build.Library, mcu_dir: Path, timeout_s: float,
         _check_fits(memory, c, log)
         if probe:
             return smallest_arena(lambda size: _probe_once(image, c, size, min(timeout_s, PROBE_TIMEOUT_S), log),
-                                  recorded, used, recorded_passes)
+                                  *search)
         return memory, run_image(image, c, timeout_s, log), built_s
 
 
