@@ -221,7 +221,10 @@ def _build_and_run(c: Core, lib: build.Library, mcu_dir: Path, timeout_s: float,
     """Compile, link, check the fit and run; ``probe``: main.cc built to take its arena size from the
     command line, and the smallest size that passes searched with one emulator run per size."""
     if probe:
-        recorded = _recorded_arena((mcu_dir / "main.cc").read_text())
+        main_cc = (mcu_dir / "main.cc").read_text()
+        recorded = _recorded_arena(main_cc)
+        if recorded is None:
+            probe_main(main_cc, 0)  # raises: main.cc was edited and names no arena
         # the probe's buffer may grow the arena; on a board whose RAM holds the shipped arena but not twice it,
         # a recorded arena that passes is searched downward with a buffer of its own size
         growths = (PROBE_GROWTH, 1) if recorded_passes else (PROBE_GROWTH,)
@@ -312,9 +315,10 @@ def _up16(size: int) -> int:
     return (size + 15) & ~15
 
 
-def _recorded_arena(main_cc: str) -> int:
+def _recorded_arena(main_cc: str) -> int | None:
+    """The arena main.cc gives a 32-bit core (the refitted one when a firmware run split it), or None."""
     found = _ARENA_32BIT.search(main_cc) or _ARENA_LINE.search(main_cc)
-    return int(found.groups()[-1])
+    return int(found.groups()[-1]) if found else None
 
 
 def _probe_once(image: Path, c: Core, size: int, timeout_s: float, log: Path) -> bool:
@@ -351,8 +355,7 @@ def _refit_arena(bundle_dir: Path, mcu_dir: Path, c: Core, arena: dict) -> dict 
     target = with_margin(max(runs.values()))
     main_cc = (mcu_dir / "main.cc").read_text()
     refitted = _ARENA_32BIT.search(main_cc)  # an earlier firmware run split the arena by pointer width
-    found = refitted or _ARENA_LINE.search(main_cc)
-    old = int(found.group(2 if refitted else 1)) if found else None
+    old = _recorded_arena(main_cc)
     if old is None or old == target:
         return None
     if refitted:
