@@ -295,8 +295,10 @@ def read_npz(path: Path, what: str = "data file", keys: list[str] | None = None,
 def _required(arrays: dict, path: Path, *keys: str) -> list[np.ndarray]:
     missing = [key for key in keys if key not in arrays]
     if missing:
+        with Npz(path, "data file") as archive:  # what the file holds, not only what was read of it
+            found = archive.files
         raise DataError(
-            f"{path} lacks {', '.join(missing)}; found keys: {', '.join(sorted(arrays)) or 'none'}",
+            f"{path} lacks {', '.join(missing)}; found keys: {', '.join(sorted(found)) or 'none'}",
             hint="an .npz needs x_train, y_train and optionally x_test, y_test",
         )
     return [arrays[key] for key in keys]

@@ -257,3 +257,24 @@ def test_mcu_check_never_passes_an_int8_file_that_validate_refused(tiny_runs, ti
     report = json.loads((tmp_path / "r.json").read_text())
     assert code == 1 and not report["passed"] and report["parity"]["passed"]  # TFLite Micro matched LiteRT…
     assert "validate` refused this int8 file" in report["failed_because"] and "91.00%" in report["failed_because"]
+
+
+def test_a_tflite_micro_mismatch_is_explained_by_comparing_litert_s_two_kernel_sets(tiny_runs, tiny_exports):
+    """When TFLite Micro differs, LiteRT's builtin kernels are run too: the three pairwise distances say
+    whether TFLite Micro is the odd one out, or the model is fragile (LiteRT disagrees with itself)."""
+    from edgedl.deploy.mcu import kernel_comparison, kernel_verdict
+    from edgedl.runners.open import open_runner
+
+    model = tiny_exports["mlp"] / "mlp_int8.tflite"
+    with np.load(tiny_runs["mlp"] / "heldout.npz") as heldout:
+        inputs = [heldout["x"][:30].reshape(30, -1).astype(np.float32) / 16.0]
+    with open_runner(model) as runner:
+        xnnpack = runner.run(runner.prepare(inputs))
+    off = [np.clip(y.astype(np.int16) + 40, -128, 127).astype(y.dtype) for y in xnnpack]  # a wrong TFLM kernel
+    found = kernel_comparison(model, inputs, off, xnnpack)
+    assert found["xnnpack_vs_builtin"] <= MCU_TOLERANCE["max_steps"] < found["tflm_vs_builtin"]
+    assert "differs from both of LiteRT's kernel sets" in found["verdict"]
+    fragile = kernel_verdict({"tflm_vs_xnnpack": 68, "tflm_vs_builtin": 3, "xnnpack_vs_builtin": 68}, 8)
+    assert fragile.startswith("the model is fragile in int8") and "68 steps" in fragile
+    assert "matches LiteRT's builtin" in kernel_verdict(
+        {"tflm_vs_xnnpack": 12, "tflm_vs_builtin": 1, "xnnpack_vs_builtin": 5}, 8)

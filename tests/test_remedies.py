@@ -30,14 +30,16 @@ def test_calibration_auto_feeds_a_reordered_multi_input_model_by_name(tmp_path, 
     from edgedl.runners.open import open_runner
 
     model = _two_inputs(tmp_path)
-    code, out, err = run_cli(["export", model, "--format", "tflite", "--quantize", "int8", "--calibration",
-                              tmp_path / "calib.npz", "--calibration-method", "auto", "--input-scale", "1",
-                              "--out", tmp_path / "exports"], capsys)
+    code, out, err = run_cli(["export", model, "--format", "tflite,onnx", "--quantize", "int8", "--calibration",
+                              tmp_path / "calib.npz", "--calibration-method", "auto", "--onnx-quant", "static",
+                              "--input-scale", "1", "--out", tmp_path / "exports"], capsys)
     assert code == 0, out + err
     with open_runner(tmp_path / "exports" / "two_int8.tflite") as runner:
         order = [t.name for t in runner.inputs]
     assert order == ["features", "image"]  # the case: TFLite's order is not Keras' order
     assert "ranges:" in out + err  # auto measured the candidates on the right inputs
+    sidecar = json.loads((tmp_path / "exports" / "two_int8.onnx.json").read_text())
+    assert sidecar["onnx_quantization"]["calibration_method"] in ("minmax", "entropy", "percentile")
 
 
 def test_a_float_output_rescue_is_judged_in_the_steps_of_the_int8_it_replaces():
@@ -69,6 +71,37 @@ def test_a_rescue_no_better_than_plain_int8_is_refused():
     assert _no_better({"sqnr_db": 30.0, "passed": True, "failures": []}, baseline)["passed"]
     same = _no_better({"sqnr_db": 21.0, "passed": True, "failures": []}, baseline)
     assert not same["passed"] and "no better than plain int8" in same["failures"][0]
+
+
+def test_every_ladder_rung_that_passes_but_is_no_better_than_the_int8_it_replaces_is_refused():
+    """Calibration, int16x8 and QAT rungs answer to the same no-better check as keep-float: a pass that
+    repairs nothing (same SQNR; QAT: no higher held-out accuracy) is not a rescue, nor a shipping candidate."""
+    from edgedl.pipeline.gates import recommend
+    from edgedl.pipeline.rescue import _refuse_if_no_better, rescue_rows
+
+    replaced = {"sqnr_db": 18.0, "agreement": 0.96, "candidate_accuracy": 0.90}
+
+    def rung(name, **numbers):
+        row = {"artifact": f"m_{name}.tflite", "verdict": "pass", "size": 10, **numbers}
+        return {"rung": name, "passed": True, "artifact": row["artifact"], "row": row, "failures": [], **numbers}
+
+    better = _refuse_if_no_better(rung("calibration", sqnr_db=25.0, agreement=0.99), replaced)
+    assert better["passed"]
+    same = _refuse_if_no_better(rung("int16x8", sqnr_db=18.0, agreement=0.99), replaced)
+    assert not same["passed"] and "SQNR 18.0 dB is no better than plain int8's 18.0 dB" in same["failures"][0]
+    no_sqnr = _refuse_if_no_better(rung("calibration", sqnr_db=None, agreement=0.95), replaced)
+    assert not no_sqnr["passed"] and "agreement" in no_sqnr["failures"][0]
+    # QAT is judged against its own fine-tuned model: only the labels compare it with the int8 it replaces
+    qat = _refuse_if_no_better(rung("qat", sqnr_db=40.0, agreement=1.0, candidate_accuracy=0.89), replaced)
+    assert not qat["passed"] and "accuracy 89.00% is no better" in qat["failures"][0]
+    unlabelled = _refuse_if_no_better(rung("qat", sqnr_db=40.0, agreement=1.0, candidate_accuracy=None), replaced)
+    assert not unlabelled["passed"] and "unmeasured" in unlabelled["failures"][0]
+    assert _refuse_if_no_better(rung("qat", candidate_accuracy=0.93), replaced)["passed"]
+    rows = rescue_rows({"m_int8.tflite": {"rungs": [same]}})
+    assert rows[0]["verdict"] == "not better"
+    bench = {"results": [{"artifact": "m_int16x8.tflite", "p50_us": 5.0, "threads": 1, "batch": 1}]}
+    assert recommend({"matrix": [dict(rows[0], verdict="pass")]}, bench) == "m_int16x8.tflite"
+    assert recommend({"matrix": rows}, bench) is None  # refused: never shipped
 
 
 def test_the_search_writes_nothing_when_plain_int8_already_passes(tiny_runs, tmp_path, capsys):
@@ -135,3 +168,35 @@ def test_regression_outputs_beyond_the_calibrated_range_are_the_named_cause_and_
                               tmp_path / "e"], capsys)
     assert code == 0 and "best y:" in out + err, out + err  # the output layer is a candidate
     assert json.loads((tmp_path / "e" / "reg_mixed.tflite.json").read_text())["keep_float"] == ["y"]
+
+
+def test_a_tensor_inside_the_network_beyond_its_calibrated_range_is_the_named_cause(tmp_path, capsys):
+    """Inputs and outputs covered (the softmax output is pinned to 0…1), a tensor inside not: calibration
+    samples cancel in the hidden layer (x1 = -x2), held-out ones add up (x1 = x2), so the logits before the
+    softmax reach 4× what calibration saw. The diagnosis reads the int8 file's own logits tensor."""
+    import keras
+
+    x = keras.Input((2,), name="x")
+    hidden = keras.layers.Dense(4, activation="relu", name="hidden")
+    head = keras.layers.Dense(3, activation="softmax", name="probs")
+    model = keras.Model(x, head(hidden(x)))
+    hidden.set_weights([np.array([[1, -1, 1, -1], [1, -1, -1, 1]], np.float32), np.zeros(4, np.float32)])
+    head.set_weights([np.array([[4, 0, 0], [0, 4, 0], [0, 0, 1], [0, 0, 1]], np.float32), np.zeros(3, np.float32)])
+    model.save(tmp_path / "mix.keras")
+    rng = np.random.default_rng(0)
+    u, v = rng.uniform(-1, 1, (200, 1)), rng.uniform(-1, 1, (100, 1))
+    calibration = np.concatenate([u, -u], 1) + rng.normal(0, 0.01, (200, 2))
+    heldout = np.concatenate([v, v], 1).astype(np.float32)
+    labels = model.predict(heldout, verbose=0).argmax(1)
+    np.savez(tmp_path / "calib.npz", x=calibration.astype(np.float32))
+    np.savez(tmp_path / "heldout.npz", x=heldout, y=labels)
+    (tmp_path / "mix.card.toml").write_text('[data]\nheldout = "heldout.npz"\ncalibration = "calib.npz"\n')
+    assert run_cli(["export", tmp_path / "mix.keras", "-q", "int8", "--out", tmp_path / "e"], capsys)[0] == 0
+    code, out, err = run_cli(["validate", tmp_path / "mix.keras", tmp_path / "e" / "mix_int8.tflite"], capsys)
+    row = json.loads((tmp_path / "e" / "validation.json").read_text())["artifacts"][0]
+    assert code == 1, out + err
+    first = row["diagnosis"][0]
+    assert "inside the network are clipped" in first["cause"] and "probs_1/MatMul" in first["cause"], row["diagnosis"]
+    assert first["effect"] > 0.1 and "--calibration" in first["remedy"]
+    assert not [c for c in row["diagnosis"] if "input 'x'" in c["cause"] or "output" in c["cause"]]
+    assert row["inside_coverage"]["tensors"] >= 1 and row["inside_coverage"]["skipped"] is None

@@ -86,6 +86,8 @@ def mcu_check(source: str | Path, target: str | None = None, data: str | None = 
         with np.load(Path(tmp) / "outputs.npz") as archive:
             micro = [archive[f"raw_{j}"] for j in range(len(archive.files))]
     report |= _parity(micro, expected, tensors.get("output_kinds")) | _resources(child, model, inputs, micro)
+    if not report["parity"]["passed"]:  # which side moved: TFLite Micro, or LiteRT's own kernels too
+        report["kernels"] = kernel_comparison(model, inputs, micro, expected)
     report["seconds_per_inference"] = child["seconds_per_inference"]
     # for each TFLite Micro input/output index, the index of edgedl's array (golden files follow it)
     report["tflm_order"] = child["tflm_order"]
@@ -132,8 +134,9 @@ def failure(report: dict) -> str:
                   ("flash", report["flash"]["total"], target["usable_flash"], target["flash_headroom"])) if left < 0]
         return f"does not fit {target['board']}: {'; '.join(short)}"
     parity = report["parity"]
+    why = f"; {report['kernels']['verdict']}" if report.get("kernels") else ""
     return (f"differs from LiteRT under TFLite Micro by up to {parity['max_steps']} int8 steps "
-            f"(limit {parity['tolerance']['max_steps']}), top-1 agreement {parity['agreement']}")
+            f"(limit {parity['tolerance']['max_steps']}), top-1 agreement {parity['agreement']}{why}")
 
 
 def _unsupported_message(missing: list[dict]) -> str:
@@ -228,8 +231,7 @@ def _parity(micro: list[np.ndarray], expected: list[np.ndarray], kinds: list[str
 
     ``kinds`` (a bundle's output tasks) keeps agreement away from regression outputs, where a top-1
     decision means nothing; without them, any output with more than one column is taken as classes."""
-    steps = max(int(np.max(np.abs(a.astype(np.int32) - b.reshape(a.shape).astype(np.int32)))) for a, b in
-                zip(micro, expected, strict=True))
+    steps = _steps(micro, expected)
     kinds = kinds or [None] * len(micro)
     classes = [j for j, (a, kind) in enumerate(zip(micro, kinds, strict=True)) if kind != "regression"
                and a.shape[-1] > 1]
@@ -238,6 +240,40 @@ def _parity(micro: list[np.ndarray], expected: list[np.ndarray], kinds: list[str
     passed = steps <= MCU_TOLERANCE["max_steps"] and (agreement is None or agreement >= MCU_TOLERANCE["min_agreement"])
     return {"parity": {"max_steps": steps, "agreement": agreement, "samples": int(len(micro[0])),
                        "tolerance": MCU_TOLERANCE, "passed": passed, "against": "LiteRT (default kernels)"}}
+
+
+def kernel_comparison(model: Path, inputs: list[np.ndarray], micro: list[np.ndarray],
+                      xnnpack: list[np.ndarray]) -> dict:
+    """TFLite Micro, LiteRT with XNNPACK and LiteRT's builtin kernels, pairwise in int8 steps, on the same
+    inputs, and what the three together say. Two correct kernel sets of one runtime that disagree by more
+    than the limit mean the model itself is fragile in int8: rounding alone moves its outputs."""
+    from ..runners.open import open_runner
+
+    with open_runner(model, xnnpack=False) as runner:  # the reference C kernels, no default delegate
+        builtin = runner.run(runner.prepare(inputs))
+    found = {"tflm_vs_xnnpack": _steps(micro, xnnpack), "tflm_vs_builtin": _steps(micro, builtin),
+             "xnnpack_vs_builtin": _steps(xnnpack, builtin)}
+    return found | {"verdict": kernel_verdict(found, MCU_TOLERANCE["max_steps"])}
+
+
+def kernel_verdict(steps: dict, limit: int) -> str:
+    """One sentence from the three pairwise step distances (``kernel_comparison``)."""
+    numbers = (f"TFLite Micro vs LiteRT-XNNPACK {steps['tflm_vs_xnnpack']}, vs LiteRT-builtin "
+               f"{steps['tflm_vs_builtin']}, LiteRT-XNNPACK vs LiteRT-builtin {steps['xnnpack_vs_builtin']} step(s)")
+    if steps["xnnpack_vs_builtin"] > limit:
+        return (f"the model is fragile in int8: LiteRT disagrees with itself by {steps['xnnpack_vs_builtin']} steps "
+                f"between two correct kernel sets, so rounding alone moves its outputs ({numbers}); make the int8 "
+                "model robust (validate's remedies) rather than blaming TFLite Micro")
+    if steps["tflm_vs_builtin"] <= limit:
+        return (f"TFLite Micro matches LiteRT's builtin kernels; it is XNNPACK's rounding that differs ({numbers})")
+    return (f"TFLite Micro differs from both of LiteRT's kernel sets, which agree with each other ({numbers}): "
+            "one of TFLite Micro's kernels computes this model differently")
+
+
+def _steps(a: list[np.ndarray], b: list[np.ndarray]) -> int:
+    """The largest difference between two runs' raw integer outputs, in steps."""
+    return max(int(np.max(np.abs(x.astype(np.int64) - y.reshape(x.shape).astype(np.int64))))
+               for x, y in zip(a, b, strict=True))
 
 
 def _resources(child: dict, model: Path, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> dict:
@@ -268,6 +304,8 @@ def render(report: dict) -> list[str]:
              f"{flash['framework'] / 1024:.1f} KB + kernels {sum(flash['kernels'].values()) / 1024:.1f} KB (upper bound)",
              f"  ops: {', '.join(report['ops'])}; {report['seconds_per_inference'] * 1e6:,.0f} µs per inference "
              "on x86 (reference kernels, not device timing)"]
+    if report.get("kernels"):
+        lines.append(f"  three-way: {report['kernels']['verdict']}")
     judged = report.get("validate") or {}
     if judged.get("passed") is not None:
         lines.append(f"  {'✓' if judged['passed'] else '✗'} against the Keras model: "

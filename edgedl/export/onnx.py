@@ -130,7 +130,8 @@ def quantize(float_bytes: bytes, calibration: list[np.ndarray], input_names: lis
         return blob, {"recipe": "static", **chosen, **facts}
     if recipe != "auto":
         return _quantize_one(float_bytes, calibration, input_names, recipe), {"recipe": recipe}
-    reference = _float_outputs(float_bytes, calibration)
+    named = dict(zip(input_names, calibration, strict=True))  # fed by name, never by position
+    reference = _float_outputs(float_bytes, named)
     candidates: dict = {}
     static_facts: dict = {}  # how static QDQ's ranges were chosen (with auto: which method, and each one's scores)
     for name in RECIPES:
@@ -141,7 +142,7 @@ def quantize(float_bytes: bytes, calibration: list[np.ndarray], input_names: lis
                 candidates[name] = _quantize_one(float_bytes, calibration, input_names, name)
         except ExportError as exc:
             candidates[name] = exc
-    scores = {name: _score(reference, blob, calibration) for name, blob in candidates.items() if isinstance(blob, bytes)}
+    scores = {name: _score(reference, blob, named) for name, blob in candidates.items() if isinstance(blob, bytes)}
     if not scores:
         raise ExportError(f"ONNX int8 failed with every recipe: {candidates}")
     chosen = _pick(scores, len(float_bytes))
@@ -158,10 +159,11 @@ def _static(float_bytes: bytes, calibration, input_names, method: str, excluded:
             {"calibration_method": method}
     from ..runners.onnxrt import OnnxRuntimeRunner
 
-    reference = _float_outputs(float_bytes, calibration) if reference is None else reference
+    named = dict(zip(input_names, calibration, strict=True))
+    reference = _float_outputs(float_bytes, named) if reference is None else reference
     return choose_method(
         lambda m: _quantize_one(float_bytes, calibration, input_names, "static", m, excluded),
-        lambda blob: faithfulness(reference, OnnxRuntimeRunner(blob).infer(calibration)[0], blob))
+        lambda blob: faithfulness(reference, OnnxRuntimeRunner(blob).infer(named)[0], blob))
 
 
 def nodes_of(float_bytes: bytes, model, layers: tuple[str, ...]) -> list[str]:
@@ -266,19 +268,20 @@ class _Reader:
         return next(self._items, None)
 
 
-def _float_outputs(float_bytes: bytes, calibration) -> np.ndarray:
+def _float_outputs(float_bytes: bytes, named: dict[str, np.ndarray]) -> np.ndarray:
     from ..runners.onnxrt import OnnxRuntimeRunner
 
-    return OnnxRuntimeRunner(float_bytes).infer(calibration)[0]
+    return OnnxRuntimeRunner(float_bytes).infer(named)[0]
 
 
-def _score(reference: np.ndarray, quant_bytes: bytes, calibration) -> dict:
-    """Size, agreement with float on the calibration samples, and single-sample p50 latency."""
+def _score(reference: np.ndarray, quant_bytes: bytes, named: dict[str, np.ndarray]) -> dict:
+    """Size, agreement with float on the calibration samples (one array per input name), and
+    single-sample p50 latency."""
     from ..runners.onnxrt import OnnxRuntimeRunner
 
     runner = OnnxRuntimeRunner(quant_bytes)
-    candidate = runner.infer(calibration)[0]
-    one = runner.prepare([x[:1] for x in calibration])
+    candidate = runner.infer(named)[0]
+    one = runner.prepare({name: x[:1] for name, x in named.items()})
     for _ in range(20):
         runner.step(one)
     times = []

@@ -47,7 +47,8 @@ def ladder(recipe, run_dir: Path, folder: Path, failing: list[dict], tolerances:
             f"Δ acc {_pp(row.get('accuracy_delta'))}): {', '.join(recipe.rescue)}")
         rungs = []
         for rung in recipe.rescue:
-            record = climb(rung, fmt, recipe, run_dir, folder, tolerances, row.get("step_scales"), say)
+            record = _refuse_if_no_better(climb(rung, fmt, recipe, run_dir, folder, tolerances,
+                                                row.get("step_scales"), say), row)
             rungs.append(record)
             mark = "✓" if record["passed"] else ("–" if record.get("skipped") else "✗")
             say(f"    {mark} {rung}: " + (record.get("note") or _summary(record)))
@@ -74,6 +75,20 @@ def climb(rung: str, fmt: str, recipe, run_dir: Path, folder: Path, tolerances: 
         return _qat(fmt, recipe, run_dir, folder, tolerances, say)
     except EdgedlError as exc:
         return {"rung": rung, "passed": False, "artifact": None, "note": exc.one_line()}
+
+
+def _refuse_if_no_better(record: dict, replaced: dict) -> dict:
+    """A rung that passes its gates but does not beat the int8 it replaces, on the measure the two share,
+    is refused: its pass would come from a gate, not from a repair (validate.rescue.not_better)."""
+    from ..validate.rescue import not_better
+
+    if not record["passed"]:
+        return record
+    reason = not_better(record, replaced, against_labels=record["rung"] == "qat")
+    if reason is None:
+        return record
+    row = dict(record.get("row") or {}, verdict="not better")
+    return record | {"passed": False, "row": row, "failures": [reason, *record.get("failures", [])]}
 
 
 def _skipped(rung: str, why: str) -> dict:

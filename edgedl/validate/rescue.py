@@ -1,6 +1,7 @@
 """``--keep-float auto``: the fewest Keras layers to keep in float so that an int8 model meets its gates.
 
-Greedy forward search, one layer at a time:
+Plain int8 is converted and judged first, alone: when it passes, nothing else is converted and
+nothing is written. Otherwise a greedy forward search, one layer at a time:
 1. every layer not yet kept float is tried in addition to the current set, all candidates converted in
    one export worker (calibrated once) and validated against one Keras reference;
 2. candidates are ranked by the worst output SQNR on the held-out data (a continuous measure of the
@@ -21,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
+
 from ..core.errors import ParityFailure, UsageError
 from ..core.files import staging_dir
 from .run import ValidateOptions, step_scales, validate
@@ -38,34 +41,35 @@ def keep_float_search(source: str | Path, fmt: str, export_options, validate_opt
     """
     from ..export import Target, export, layers_with_ops
 
-    layers = layers_with_ops(source, export_options)
-    say(f"keep-float search ({fmt}): {len(layers)} layers with ops; ranking by output SQNR, gates decide")
+    say(f"keep-float search ({fmt}): plain int8 first, judged by the gates on the held-out data")
     current: list[str] = []
-    baseline = None
     steps = []
     with staging_dir(work, "keep-float-search") as folder:
         reference_path = folder / "reference"  # the Keras outputs, saved by the first validation
+        # plain int8 first, alone: where the search starts from, and often already enough (then no
+        # candidate is converted at all); the candidates answer to its gates, in its output steps
+        records = export(source, [Target(fmt, "int8", tag="baseline")], out=folder / "baseline",
+                         options=export_options)
+        baseline = _score(source, records, [[]], validate_options, reference_path, folder)[0]
+        if baseline["passed"]:  # nothing needs to be float: say so rather than pay for float layers
+            say(f"  plain int8 already passes (SQNR {baseline['sqnr_db']:.1f} dB): no layer kept float")
+            return {"layers": [], "steps": [], "passed": True, "baseline": baseline, "candidates": []}
+        validate_options = dataclasses.replace(validate_options, step_scales=baseline["step_scales"])
+        layers = layers_with_ops(source, export_options)
+        say(f"  plain int8 fails (SQNR {baseline['sqnr_db']:.1f} dB; {baseline['failures'][0]}); {len(layers)} "
+            "layers with ops to try, ranked by output SQNR, gates decide")
         for step in range(1, max_layers + 1):
             sets = _candidates(layers, current, pairs=bool(steps) and steps[-1]["gain_db"] < MIN_GAIN_DB)
             if not sets:
                 break
             targets = [Target(fmt, "mixed", keep_float=tuple(s), tag=f"s{step}c{i}") for i, s in enumerate(sets)]
-            if baseline is None:  # plain int8 alongside the first candidates: where the search starts from
-                targets.append(Target(fmt, "int8", tag="baseline"))
             records = export(source, targets, out=folder / f"step{step}", options=export_options)
-            if baseline is None:  # judged first: the candidates answer to its gates, in its output steps
-                baseline = _score(source, records[-1:], [[]], validate_options, reference_path, folder)[0]
-                records = records[:-1]
-                if baseline["passed"]:  # nothing needs to be float: say so rather than pay for float layers
-                    say(f"  plain int8 already passes (SQNR {baseline['sqnr_db']:.1f} dB): no layer kept float")
-                    return {"layers": [], "steps": [], "passed": True, "baseline": baseline, "candidates": layers}
-                validate_options = dataclasses.replace(validate_options, step_scales=baseline["step_scales"])
             rows = [_no_better(row, baseline) for row in
                     _score(source, records, sets, validate_options, reference_path, folder)]
             best = max(rows, key=lambda r: r["sqnr_db"])
             passing = [r for r in rows if r["passed"]]
             chosen = min(passing, key=lambda r: (len(r["layers"]), -r["sqnr_db"])) if passing else best
-            before = steps[-1]["sqnr_db"] if steps else (baseline or {}).get("sqnr_db", float("-inf"))
+            before = steps[-1]["sqnr_db"] if steps else baseline["sqnr_db"]
             steps.append({"step": step, "tried": len(sets), "layers": chosen["layers"], "sqnr_db": chosen["sqnr_db"],
                           "gain_db": chosen["sqnr_db"] - before, "passed": chosen["passed"],
                           "agreement": chosen.get("agreement"), "failures": chosen["failures"]})
@@ -115,10 +119,30 @@ def _score(source, records: list[dict], sets: list[list[str]], options: Validate
 def _no_better(row: dict, baseline: dict) -> dict:
     """A candidate that passes but is not better than plain int8 on the measure that ranks them is refused:
     its pass would come from a gate that did not apply, not from what it fixed."""
-    if row["passed"] and row["sqnr_db"] <= baseline["sqnr_db"]:
-        return row | {"passed": False, "failures": [f"SQNR {row['sqnr_db']:.1f} dB is no better than plain int8's "
-                                                    f"{baseline['sqnr_db']:.1f} dB"]}
-    return row
+    reason = not_better(row, baseline) if row["passed"] else None
+    return row | {"passed": False, "failures": [reason]} if reason else row
+
+
+def not_better(rescue: dict, replaced: dict, against_labels: bool = False) -> str | None:
+    """Why a rescue that passes its gates is still no better than the int8 file it replaces, or None.
+
+    Both are rows with ``sqnr_db``, ``agreement`` and ``candidate_accuracy``. A rescue judged against the
+    same reference (calibration, keep-float, int16x8) must raise the SQNR, or where there is none the
+    agreement; one with a reference of its own (QAT's fine-tuned model: ``against_labels``) must raise
+    the accuracy on the held-out labels, the only measure the two share."""
+    if against_labels:
+        mine, theirs = rescue.get("candidate_accuracy"), replaced.get("candidate_accuracy")
+        if mine is None or theirs is None:
+            return "no labelled held-out data shows it beats the post-training int8 (accuracy unmeasured)"
+        return None if mine > theirs else (f"held-out accuracy {mine:.2%} is no better than the post-training "
+                                           f"int8's {theirs:.2%}")
+    for key, label, shown in (("sqnr_db", "SQNR", "{:.1f} dB"), ("agreement", "agreement", "{:.2%}")):
+        mine, theirs = rescue.get(key), replaced.get(key)
+        if mine is not None and theirs is not None and np.isfinite([mine, theirs]).all():
+            if mine > theirs:
+                return None
+            return f"{label} {shown.format(mine)} is no better than plain int8's {shown.format(theirs)}"
+    return None
 
 
 def _worst_sqnr(report: dict) -> float:

@@ -31,7 +31,7 @@ from ..core.settings import TOLERANCES, check_table
 from ..runners.base import TensorInfo
 from ..subject import Declared, Subject
 from ..train.architectures import registry as architectures
-from .diagnose import REPRESENTATIVE, calibrated_range, causes, output_coverage
+from .diagnose import REPRESENTATIVE, calibrated_range, causes, inside_coverage, inside_share, output_coverage
 from .diagnose import lines as cause_lines
 from .inputs import Inputs, gather_inputs
 from .matrix import matrix_markdown, matrix_rows
@@ -371,7 +371,11 @@ def _validate_one(artifact: Path, reference: Reference, options, say) -> tuple[d
     if covered:
         row["output_coverage"] = covered
     if not report.passed and precision in ("int8", "mixed", "int16x8"):  # measured causes, largest first
-        row["diagnosis"] = causes(coverage, covered)
+        inside = _inside(artifact, facts, runner.inputs, feed)
+        row["inside_coverage"] = {"tensors": len(inside) - ("skipped" in inside), "skipped": inside.get("skipped")}
+        row["diagnosis"] = causes(coverage, covered, inside)
+        if inside.get("skipped"):
+            say(f"  note: tensors inside the network not checked against their calibrated ranges: {inside['skipped']}")
         for line in cause_lines(row["diagnosis"]):
             say(line)
     if coverage:
@@ -379,6 +383,13 @@ def _validate_one(artifact: Path, reference: Reference, options, say) -> tuple[d
     return row, result
 
 
+
+
+def _inside(artifact: Path, facts: dict, specs, feed: list[np.ndarray]) -> dict:
+    try:
+        return inside_coverage(artifact, facts, specs, feed)
+    except EdgedlError as exc:  # a diagnosis that cannot be made is said, never a crash of the verdict
+        return {"skipped": exc.one_line()}
 
 
 def input_coverage(specs, feed: list[np.ndarray]) -> dict:
@@ -390,7 +401,7 @@ def input_coverage(specs, feed: list[np.ndarray]) -> dict:
             continue
         low, high = calibrated_range(spec)
         values = np.asarray(x, np.float64)
-        inside = float(np.mean((values >= low - spec.scale / 2) & (values <= high + spec.scale / 2)))
+        inside = inside_share(values, spec)
         found[spec.name] = {"calibrated": [float(low), float(high)], "data": [float(values.min()), float(values.max())],
                             "inside": inside}
     return found
