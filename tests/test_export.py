@@ -304,3 +304,21 @@ def test_unrolled_is_a_tflite_mode_and_names_its_limits(tmp_path):
         parse_targets(["onnx:int8:unrolled"])
     with pytest.raises(UsageError, match="unknown variant 'unroled'"):
         parse_targets(["tflite:int8:unroled"])
+
+
+def test_the_warm_export_worker_converts_the_same_bytes_and_is_replaced_when_the_environment_changes(
+        tiny_runs, tmp_path, monkeypatch):
+    """Exports in one process share a warm worker; each starts a fresh session in it, so the bytes are
+    what a cold worker writes (same sha256 twice, layer-name counters reset); a changed environment
+    (limits, paths) gets a new worker."""
+    from edgedl.export import run as export_run
+
+    targets = plan_targets(["tflite"], ["none", "int8"])[0]
+    first = export(tiny_runs["mlp"], targets, out=tmp_path / "a")
+    warm = export_run._WARM["pool"]
+    second = export(tiny_runs["mlp"], targets, out=tmp_path / "b")
+    assert export_run._WARM["pool"] is warm, "the second export reuses the worker"
+    assert [r["sha256"] for r in first] == [r["sha256"] for r in second]
+    monkeypatch.setenv("EDGEDL_TEST_MARK", "1")
+    export(tiny_runs["mlp"], targets[:1], out=tmp_path / "c")
+    assert export_run._WARM["pool"] is not warm, "a worker made in another environment is replaced"

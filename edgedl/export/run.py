@@ -3,10 +3,17 @@
 Conversions run in one worker process that imports TensorFlow and loads the model once. The
 converter can crash the process (a segfault in MLIR): then that one target is reported as a clean
 error naming the mode, a fresh worker takes the remaining targets, and nothing half-written stays.
+
+The worker stays warm between exports of one edgedl process (the pipeline, the keep-float search and
+the rescue ladder export many times; TensorFlow's import is most of a small export's 6 s). Each
+export starts a new session in it: its caches are emptied and Keras' name counters reset, so an
+export converts the same bytes whether or not the worker is warm. A worker whose process environment
+or working directory differs from the caller's is replaced, and an interrupted export kills it.
 """
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures as futures
 import contextlib
 import multiprocessing
@@ -66,8 +73,7 @@ def check(source: str | Path, targets: list[Target], options: ExportOptions | No
 
     options = options or ExportOptions()
     src = resolve_source(source, options)
-    with _pool() as pool:
-        return pool.submit(_worker_check, asdict(src), [asdict(t) for t in targets], asdict(options)).result()
+    return _once(_worker_check, asdict(src), [asdict(t) for t in targets], asdict(options))
 
 
 def layers_with_ops(source: str | Path, options: ExportOptions | None = None) -> list[str]:
@@ -76,15 +82,59 @@ def layers_with_ops(source: str | Path, options: ExportOptions | None = None) ->
 
     options = options or ExportOptions()
     src = resolve_source(source, options)
-    with _pool() as pool:
-        return pool.submit(_worker_layers, asdict(src), asdict(options)).result()
+    return _once(_worker_layers, asdict(src), asdict(options))
+
+
+_WARM: dict = {}  # "pool": the warm worker's executor, "made_in": the environment and folder it was made in
 
 
 def _pool() -> futures.ProcessPoolExecutor:
+    """The warm worker, or a new one where there is none or the caller's environment has changed since
+    (a worker reads limits and paths from its environment, and writes relative to its folder)."""
+    made_in = (tuple(sorted(os.environ.items())), os.getcwd())
+    if _WARM.get("pool") is not None and _WARM.get("made_in") == made_in:
+        return _WARM["pool"]
+    _discard()
     # spawn, not fork: the worker must not inherit a half-initialised TensorFlow or locks. The worker
     # dies with this process, so a killed export leaves nobody writing.
-    return futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=die_with_parent, initargs=(os.getpid(),))
+    _WARM["pool"] = futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=die_with_parent, initargs=(os.getpid(),))
+    _WARM["made_in"] = made_in
+    _WARM["session"] = 0
+    return _WARM["pool"]
+
+
+def _session() -> int:
+    """A new session number for the worker: its first task of the session empties its caches."""
+    _WARM["session"] = _WARM.get("session", 0) + 1
+    return _WARM["session"]
+
+
+def _discard(kill: bool = False) -> None:
+    """Let the warm worker go: shut down, or killed when an export was interrupted mid-write."""
+    pool = _WARM.pop("pool", None)
+    if pool is None:
+        return
+    if kill:  # ProcessPoolExecutor has no public kill before Python 3.14; its process table is stable
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.kill()
+    pool.shutdown(wait=not kill, cancel_futures=True)
+
+
+atexit.register(_discard)
+
+
+def _once(task, *args):
+    """One task in the warm worker, in a session of its own; a worker that died is replaced for the next."""
+    pool = _pool()
+    try:
+        return pool.submit(task, _session(), *args).result()
+    except futures.process.BrokenProcessPool:
+        _discard()
+        raise ExportError("the converter crashed (process died)") from None
+    except BaseException:
+        _discard(kill=True)
+        raise
 
 
 def _finish(out_dir: Path, records: list[dict], new: bool) -> None:
@@ -99,22 +149,23 @@ def _finish(out_dir: Path, records: list[dict], new: bool) -> None:
 
 
 def _run_jobs(src, targets: list[Target], out_dir: Path, options: ExportOptions, say, records: list[dict]) -> None:
-    pool = _pool()
+    session = _session()
     try:
         for number, target in enumerate(targets, 1):
             say(f"[{number}/{len(targets)}] {src.name}: {target.label} …")
-            future = pool.submit(_worker_convert, asdict(src), asdict(target), str(out_dir), asdict(options))
+            future = _pool().submit(_worker_convert, session, asdict(src), asdict(target), str(out_dir),
+                                    asdict(options))
             try:
                 record = future.result()
             except futures.process.BrokenProcessPool:
                 record = {"target": target.label, "error": f"the converter crashed (process died) during "
                           f"{target.label}; no file was written"}
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = _pool()
+                _discard()  # the next target gets a fresh worker
             say(_summary(target, record))
             records.append(record)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    except BaseException:  # interrupted: the worker may be writing; it goes with the export
+        _discard(kill=True)
+        raise
 
 
 def _summary(target: Target, record: dict) -> str:
@@ -172,9 +223,11 @@ def _update_index(out_dir: Path, records: list[dict]) -> None:
 
 # ---------------------------------------------------------------- worker side (TensorFlow lives here)
 
-def _worker_convert(src: dict, target: dict, out_dir: str, options: dict) -> dict:
+def _worker_convert(session: int, src: dict, target: dict, out_dir: str, options: dict) -> dict:
     from ..core.errors import EdgedlError
-    from .worker import convert_target
+    from .worker import begin, convert_target
+
+    begin(session)
 
     label = Target(**target).label
     try:
@@ -188,13 +241,16 @@ def _worker_convert(src: dict, target: dict, out_dir: str, options: dict) -> dic
         return {"target": label, "error": f"the converter failed: {exc.__class__.__name__}: {text}"}
 
 
-def _worker_check(src: dict, targets: list[dict], options: dict) -> dict:
-    from .worker import preflight
+def _worker_check(session: int, src: dict, targets: list[dict], options: dict) -> dict:
+    from .worker import begin, preflight
 
+    begin(session)
     return preflight(src, targets, options)
 
 
-def _worker_layers(src: dict, options: dict) -> list[str]:
+def _worker_layers(session: int, src: dict, options: dict) -> list[str]:
+    from .worker import begin
     from .worker import layers_with_ops as in_worker
 
+    begin(session)
     return in_worker(src, options)

@@ -24,6 +24,18 @@ from .plan import CALIBRATED, UNROLLED_TAG, Target
 from .ranges import choose_method, faithfulness
 
 _CACHE: dict = {}
+_SESSION: list[int] = []  # the export session the cache belongs to (run.py keeps this worker warm)
+
+
+def begin(session: int) -> None:
+    """A task of export ``session``: a new session starts from nothing, as a fresh worker would (no
+    cached model, calibration or ONNX bytes; Keras' layer-name counters reset, so tensor names and the
+    artifact's bytes do not depend on what the worker converted before)."""
+    if _SESSION == [session]:
+        return
+    _CACHE.clear()
+    _SESSION[:] = [session]
+    import_keras().backend.clear_session()
 
 
 def convert_target(src: dict, target: dict, out_dir: Path, options: dict) -> dict:
