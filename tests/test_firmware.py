@@ -46,16 +46,14 @@ def firmware_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fw_bundle(tmp_path_factory):
-    """The seed MLP, trained for seconds on 8×8 digits, exported int8 and bundled with its mcu/ folder."""
+def fw_bundle(tiny_runs, tmp_path_factory):
+    """The seed MLP (the pre-built tiny one: 12 epochs on 8×8 digits), its int8 file bundled with its mcu/
+    folder."""
     _need_toolchain()
-    from edgedl.api import bundle, export, train
+    from edgedl.api import bundle
 
-    root = tmp_path_factory.mktemp("firmware")
-    train(model="mlp", data="digits8x8", epochs=12, out=root / "mlp", calibration_samples=64, verbose=0)
-    export(root / "mlp", formats=("tflite",), quantize=("int8",))
-    out = root / "mlp_int8"
-    bundle(root / "mlp" / "exports" / "mlp_int8.tflite", out, targets=["mcu"], min_agreement=0.95,
+    out = tmp_path_factory.mktemp("firmware") / "mlp_int8"
+    bundle(tiny_runs["mlp"] / "exports" / "mlp_int8.tflite", out, targets=["mcu"], min_agreement=0.95,
            max_accuracy_drop=0.03)
     return out
 

@@ -54,6 +54,28 @@ def test_keep_float_on_a_bilstm_passes_the_full_gates_as_written_or_writes_nothi
         assert not mixed.exists() and "Traceback" not in said
 
 
+def test_keeping_a_bilstm_float_keeps_its_fused_lstm_ops_float(tmp_path, capsys):
+    """The converter names a fused LSTM ``tfl.unidirectional_sequence_lstm``, not by its layer: --keep-float
+    bilstm kept only the concatenation float and the LSTMs int8, so no rescue could measure anything."""
+    import keras
+
+    from edgedl.runners.tflite_model import TFLiteModel
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((6, 3), name="x")
+    hidden = keras.layers.Bidirectional(keras.layers.LSTM(8), name="bilstm")(x)
+    keras.Model(x, keras.layers.Dense(4, activation="softmax", name="probs")(hidden)).save(tmp_path / "b.keras")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).normal(size=(64, 6, 3)).astype(np.float32))
+    code, printed, err = run_cli(["export", tmp_path / "b.keras", "-q", "int8", "--keep-float", "bilstm",
+                                  "--calibration", tmp_path / "calib.npz", "--input-scale", "1", "--out",
+                                  tmp_path / "e"], capsys)
+    assert code == 0, printed + err
+    graph = TFLiteModel.read(tmp_path / "e" / "b_mixed.tflite").main
+    types = {(op.name, graph.output_of(op).type) for op in graph.ops if op.name in (
+        "UNIDIRECTIONAL_SEQUENCE_LSTM", "FULLY_CONNECTED")}  # both directions' LSTMs float, the head int8
+    assert types == {("UNIDIRECTIONAL_SEQUENCE_LSTM", "FLOAT32"), ("FULLY_CONNECTED", "INT8")}, types
+
+
 def test_keep_float_on_a_normalization_model_writes_no_onnx_file_the_search_did_not_choose(tmp_path, capsys):
     """The case: 'plain int8 already passes: no layer kept float', then NAME_mixed.onnx written anyway,
     failing at 57 % agreement."""

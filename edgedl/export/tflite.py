@@ -143,21 +143,53 @@ def float_nodes(calibrated: bytes, model, keep_float: tuple[str, ...]) -> list[s
 def op_owners(flatbuffer: bytes, model) -> list[tuple[str, set[str]]]:
     """(first output tensor's name, the Keras layers it belongs to) for every op, in graph order.
 
-    Ops are named by their Keras scope, except one that writes a graph output: it carries the
+    Ops are named by their Keras scope, with two exceptions. One that writes a graph output carries the
     signature's name (StatefulPartitionedCall:0), so it belongs to the layers that make the model's
-    outputs. Without this, an output layer that is a single op (a regression head) had no op at all."""
+    outputs: without this, an output layer that is a single op (a regression head) had no op at all.
+    One the converter built under a name of its own (a fused LSTM is ``tfl.unidirectional_sequence_lstm``,
+    a Bidirectional's REVERSE_V2 and slices alike) belongs to the layer of the nearest named op that
+    reads what it makes: without this, ``--keep-float`` of a BiLSTM kept its concatenation float and its
+    LSTMs int8, and the rescue measured nothing."""
     from ..runners.modelio import layer_classes, layers_in
     from ..runners.tflite_model import TFLiteModel
 
     known = layer_classes(model)
-    graph = TFLiteModel(flatbuffer).main
-    final = {graph.tensors[i].name for i in graph.outputs}
+    parsed = TFLiteModel(flatbuffer)
+    final = {parsed.main.tensors[i].name for i in parsed.main.outputs}
     makers = {t._keras_history.operation.name for t in model.outputs if hasattr(t, "_keras_history")}
     owned = []
-    for _, tensor in ops_with_tensors(flatbuffer):
-        owners = layers_in(tensor, known)
-        owned.append((tensor, owners or (makers & set(known) if tensor in final else set())))
+    for graph in parsed.subgraphs:
+        direct = []
+        for op in graph.ops:
+            tensor = graph.output_of(op)
+            name = tensor.name if tensor is not None else ""
+            owners = layers_in(name, known)
+            direct.append((name, owners or (makers & set(known) if graph is parsed.main and name in final else set())))
+        owned += _inherit_downstream(graph, direct)
     return owned
+
+
+MAX_HOPS = 8  # how far downstream a converter-named op looks for the layer it belongs to
+
+
+def _inherit_downstream(graph, direct: list[tuple[str, set[str]]]) -> list[tuple[str, set[str]]]:
+    readers: dict[int, list[int]] = {}
+    for op in graph.ops:
+        for i in op.inputs:
+            readers.setdefault(i, []).append(op.index)
+    found = []
+    for op, (name, owners) in zip(graph.ops, direct, strict=True):
+        frontier, seen = [op.index], {op.index}
+        for _ in range(MAX_HOPS if not owners else 0):
+            nxt = [r for j in frontier for t in graph.ops[j].outputs for r in readers.get(t, []) if r not in seen]
+            named = [direct[r][1] for r in nxt if direct[r][1]]
+            if named:
+                owners = set().union(*named)
+                break
+            seen.update(nxt)
+            frontier = nxt
+        found.append((name, owners))
+    return found
 
 
 def require_layers(keep_float, owners: list[set[str]]) -> None:
