@@ -264,14 +264,21 @@ def tolerances(architecture: str | None, precision: str, options: ValidateOption
 def sibling_step_scales(artifact: Path, precision: str) -> tuple[dict, str | None]:
     """A mixed or int16x8 TFLite file validated on its own is judged in the output steps of the plain int8
     file of the same model beside it (the file it replaces), as the rescue that wrote it judged it:
-    ({output name: scale}, that file's name), or ({}, None) when there is none."""
+    ({output name: scale}, that file's name), or ({}, None) when there is none. Without that file, a
+    file the keep-float search wrote is judged in the steps its sidecar recorded from the plain int8
+    the search started from (that int8 was never written: only the rescue was)."""
     if precision not in RESCUE_PRECISIONS:
         return {}, None
     plain = artifact.with_name(f"{Path(model_key(artifact)).stem}_int8{artifact.suffix}")
     facts = read_sidecar(plain) if plain.is_file() else {}
     scales = {o["name"]: o["quantization"]["scale"] for o in facts.get("outputs", [])
               if (o.get("quantization") or {}).get("scale")}
-    return (scales, plain.name) if scales else ({}, None)
+    if scales:
+        return scales, plain.name
+    searched = ((read_sidecar(artifact).get("keep_float_search") or {}).get("baseline") or {}).get("step_scales")
+    if isinstance(searched, dict) and searched and all(isinstance(v, float) and v > 0 for v in searched.values()):
+        return searched, f"the plain int8 its keep-float search started from ({plain.name}, not written)"
+    return {}, None
 
 
 def step_scales(report: dict) -> dict:
