@@ -135,7 +135,7 @@ def test_a_qat_model_whose_int8_file_fails_says_so_and_names_the_likely_cause():
              "agreement": 0.546, "promised": 0.906, "failures": ["top-1 agreement 54.60% < 99.00%"]}
     printed = "\n".join(lines(check))
     assert "fake-quantized validation accuracy 90.60%" in printed and "agreement 54.60%" in printed
-    assert "FAILS the int8 gates" in printed and "⚠" in printed and "input and output quantization" in printed
+    assert "FAILS the int8 gates" in printed and "⚠" in printed and "values quantized inside a layer" in printed
     assert "⚠" not in "\n".join(lines(check | {"passed": True, "failures": []}))
 
 

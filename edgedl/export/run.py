@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures as futures
 import contextlib
+import itertools
 import multiprocessing
 import os
 from collections.abc import Callable
@@ -86,6 +87,9 @@ def layers_with_ops(source: str | Path, options: ExportOptions | None = None) ->
 
 
 _WARM: dict = {}  # "pool": the warm worker's executor, "made_in": the environment and folder it was made in
+# Export session numbers, never reused in this process: a replaced worker must not restart them, or two
+# exports in a row could share one and the second would find the first's cached model.
+_SESSIONS = itertools.count(1)
 
 
 def _pool() -> futures.ProcessPoolExecutor:
@@ -100,14 +104,12 @@ def _pool() -> futures.ProcessPoolExecutor:
     _WARM["pool"] = futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                                 initializer=die_with_parent, initargs=(os.getpid(),))
     _WARM["made_in"] = made_in
-    _WARM["session"] = 0
     return _WARM["pool"]
 
 
 def _session() -> int:
     """A new session number for the worker: its first task of the session empties its caches."""
-    _WARM["session"] = _WARM.get("session", 0) + 1
-    return _WARM["session"]
+    return next(_SESSIONS)
 
 
 def _discard(kill: bool = False) -> None:

@@ -72,16 +72,16 @@ def output_coverage(specs, names: list[str], references: list[np.ndarray], candi
 INSIDE_SAMPLES = 200
 
 
-def inside_coverage(artifact: Path, facts: dict, specs, feed: list[np.ndarray]) -> dict:
+def inside_coverage(artifact: Path, facts: dict, specs, feed: list[np.ndarray]) -> tuple[dict | None, str | None]:
     """For each quantized tensor inside the network: its calibrated range and the share of its values on
-    an edge of it on the held-out ``feed`` and on the calibration samples. {} with a "skipped" reason
-    when the calibration samples recorded in the sidecar are not at hand as they were."""
+    an edge of it on the held-out ``feed`` and on the calibration samples. (None, why) when the
+    calibration samples recorded in the sidecar are not at hand as they were."""
     from ..runners.base import EVERY_TENSOR
     from ..runners.open import open_runner
 
     calibration, why = calibration_feed(artifact, facts, specs)
     if calibration is None:
-        return {"skipped": why}
+        return None, why
     ends = {t.tensor or t.name for t in specs}
     found = {}
     with open_runner(artifact, xnnpack=False) as whole, whole.with_outputs(EVERY_TENSOR) as runner:
@@ -94,7 +94,7 @@ def inside_coverage(artifact: Path, facts: dict, specs, feed: list[np.ndarray]) 
         low, high = calibrated_range(spec)
         found[spec.name] = {"calibrated": [float(low), float(high)], "edge_heldout": _on_edge(h, spec),
                             "edge_calibration": _on_edge(c, spec)}
-    return found
+    return found, None
 
 
 def _on_edge(raw: np.ndarray, spec) -> float:
@@ -148,11 +148,9 @@ def causes(inputs: dict, outputs: dict, inside: dict | None = None) -> list[dict
                         f"({c['calibrated'][0]:.4g}…{c['calibrated'][1]:.4g}) on the held-out data, beyond the "
                         f"{c['edge_calibration']:.2%} on the calibration samples",
                "effect": c["edge_heldout"] - c["edge_calibration"], "remedy": REMEDY["tensor"]}
-              for name, c in (inside or {}).items() if name != "skipped"
-              and c["edge_heldout"] - c["edge_calibration"] > 1 - REPRESENTATIVE]
+              for name, c in (inside or {}).items() if c["edge_heldout"] - c["edge_calibration"] > 1 - REPRESENTATIVE]
     if not found:
-        checked = "input, output and tensor inside the network" if inside and "skipped" not in inside else \
-            "input and output"
+        checked = "input, output and tensor inside the network" if inside else "input and output"
         return [{"cause": f"every {checked} lies inside its calibrated range: the error comes from the "
                           "network's int8 arithmetic", "effect": None, "remedy": REMEDY["inside"]}]
     return sorted(found, key=lambda c: -c["effect"])

@@ -261,21 +261,22 @@ def tolerances(architecture: str | None, precision: str, options: ValidateOption
     return limits
 
 
-def sibling_step_scales(artifact: Path, precision: str) -> tuple[dict, str | None]:
+def sibling_step_scales(artifact: Path, precision: str, facts: dict) -> tuple[dict, str | None]:
     """A mixed or int16x8 TFLite file validated on its own is judged in the output steps of the plain int8
     file of the same model beside it (the file it replaces), as the rescue that wrote it judged it:
     ({output name: scale}, that file's name), or ({}, None) when there is none. Without that file, a
     file the keep-float search wrote is judged in the steps its sidecar recorded from the plain int8
-    the search started from (that int8 was never written: only the rescue was)."""
+    the search started from (that int8 was never written: only the rescue was). ``facts``: the
+    artifact's own sidecar."""
     if precision not in RESCUE_PRECISIONS:
         return {}, None
     plain = artifact.with_name(f"{Path(model_key(artifact)).stem}_int8{artifact.suffix}")
-    facts = read_sidecar(plain) if plain.is_file() else {}
-    scales = {o["name"]: o["quantization"]["scale"] for o in facts.get("outputs", [])
+    beside = read_sidecar(plain) if plain.is_file() else {}
+    scales = {o["name"]: o["quantization"]["scale"] for o in beside.get("outputs", [])
               if (o.get("quantization") or {}).get("scale")}
     if scales:
         return scales, plain.name
-    searched = ((read_sidecar(artifact).get("keep_float_search") or {}).get("baseline") or {}).get("step_scales")
+    searched = ((facts.get("keep_float_search") or {}).get("baseline") or {}).get("step_scales")
     if isinstance(searched, dict) and searched and all(isinstance(v, float) and v > 0 for v in searched.values()):
         return searched, f"the plain int8 its keep-float search started from ({plain.name}, not written)"
     return {}, None
@@ -344,7 +345,8 @@ def _validate_one(artifact: Path, reference: Reference, options, say) -> tuple[d
         return _error_report(artifact, facts, exc), None
     outputs, names = align_outputs(reference.result.output_names, [o.shape for o in reference.result.outputs],
                                    raw, [t.name for t in runner.outputs])
-    given, beside = (options.step_scales, None) if options.step_scales else sibling_step_scales(artifact, precision)
+    given, beside = (options.step_scales, None) if options.step_scales else \
+        sibling_step_scales(artifact, precision, facts)
     if beside:
         say(f"  {artifact.name}: float outputs judged in the output steps of {beside}, the int8 file it replaces")
     scales = [t.scale if t.quantized else given.get(name)
@@ -378,11 +380,11 @@ def _validate_one(artifact: Path, reference: Reference, options, say) -> tuple[d
     if covered:
         row["output_coverage"] = covered
     if not report.passed and precision in ("int8", "mixed", "int16x8"):  # measured causes, largest first
-        inside = _inside(artifact, facts, runner.inputs, feed)
-        row["inside_coverage"] = {"tensors": len(inside) - ("skipped" in inside), "skipped": inside.get("skipped")}
+        inside, skipped = _inside(artifact, facts, runner.inputs, feed)
+        row["inside_coverage"] = {"tensors": len(inside or {}), "skipped": skipped}
         row["diagnosis"] = causes(coverage, covered, inside)
-        if inside.get("skipped"):
-            say(f"  note: tensors inside the network not checked against their calibrated ranges: {inside['skipped']}")
+        if skipped:
+            say(f"  note: tensors inside the network not checked against their calibrated ranges: {skipped}")
         for line in cause_lines(row["diagnosis"]):
             say(line)
     if coverage:
@@ -390,13 +392,11 @@ def _validate_one(artifact: Path, reference: Reference, options, say) -> tuple[d
     return row, result
 
 
-
-
-def _inside(artifact: Path, facts: dict, specs, feed: list[np.ndarray]) -> dict:
+def _inside(artifact: Path, facts: dict, specs, feed: list[np.ndarray]) -> tuple[dict | None, str | None]:
     try:
         return inside_coverage(artifact, facts, specs, feed)
     except EdgedlError as exc:  # a diagnosis that cannot be made is said, never a crash of the verdict
-        return {"skipped": exc.one_line()}
+        return None, exc.one_line()
 
 
 def input_coverage(specs, feed: list[np.ndarray]) -> dict:

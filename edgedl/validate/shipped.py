@@ -1,7 +1,9 @@
 """Quantization-aware fine-tuning judged on what ships: the int8 file exported from the fine-tuned run.
 
 QAT's own numbers come from fake quantization in Keras. What a device runs is the converter's int8
-model, whose input and output quantization and calibrated ranges QAT does not simulate. After
+model, which also quantizes values inside a layer (a Dense's logits before its softmax) and takes its
+ranges from calibration, where QAT fake-quantizes each input and each layer's output with moving
+averages. After
 `edgedl finetune --qat`, the int8 TFLite file is exported and validated on the run's held-out data
 with the same gates as any int8 file, and both numbers are printed side by side.
 """
@@ -15,8 +17,8 @@ from ..core.layout import EXPORTS, HISTORY_FILE, MANIFEST
 from ..export import ExportOptions, export, plan_targets
 from .run import ValidateOptions, validate
 
-LIKELY_CAUSES = ("the model's int8 input and output quantization, which QAT does not simulate, or calibrated "
-                 "activation ranges that differ from QAT's moving averages")
+LIKELY_CAUSES = ("values quantized inside a layer, which QAT does not simulate (a Dense's logits before its "
+                 "softmax), or calibrated activation ranges that differ from QAT's moving averages")
 
 
 def int8_as_shipped(run_dir: str | Path, say=print) -> dict:
