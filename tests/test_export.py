@@ -306,19 +306,27 @@ def test_unrolled_is_a_tflite_mode_and_names_its_limits(tmp_path):
         parse_targets(["tflite:int8:unroled"])
 
 
-def test_the_warm_export_worker_converts_the_same_bytes_and_is_replaced_when_the_environment_changes(
+def test_the_warm_export_worker_converts_the_same_bytes_follows_the_caller_and_is_replaced_on_start_up_changes(
         tiny_runs, tmp_path, monkeypatch):
     """Exports in one process share a warm worker; each starts a fresh session in it, so the bytes are
-    what a cold worker writes (same sha256 twice, layer-name counters reset); a changed environment
-    (limits, paths) gets a new worker."""
+    what a cold worker writes (same sha256 twice, layer-name counters reset). Each task sees the
+    caller's environment and folder; a changed start-up setting (TensorFlow's) gets a new worker."""
+    import os
+
     from edgedl.export import run as export_run
 
     targets = plan_targets(["tflite"], ["none", "int8"])[0]
     first = export(tiny_runs["mlp"], targets, out=tmp_path / "a")
-    warm = export_run._WARM["pool"]
-    second = export(tiny_runs["mlp"], targets, out=tmp_path / "b")
-    assert export_run._WARM["pool"] is warm, "the second export reuses the worker"
-    assert [r["sha256"] for r in first] == [r["sha256"] for r in second]
+    warm = export_run._WARM.pool
     monkeypatch.setenv("EDGEDL_TEST_MARK", "1")
+    monkeypatch.chdir(tmp_path)
+    second = export(tiny_runs["mlp"], targets, out=tmp_path / "b")
+    assert export_run._WARM.pool is warm, "the second export reuses the worker"
+    assert [r["sha256"] for r in first] == [r["sha256"] for r in second]
+    assert export_run._WARM.run(os.getenv, "EDGEDL_TEST_MARK") == "1", "the caller's environment, per task"
+    assert export_run._WARM.run(os.getcwd) == str(tmp_path), "the caller's folder, per task"
+    monkeypatch.delenv("EDGEDL_TEST_MARK")
+    assert export_run._WARM.run(os.getenv, "EDGEDL_TEST_MARK") is None, "a variable the caller dropped is gone"
+    monkeypatch.setenv("TF_EDGEDL_TEST_MARK", "1")
     export(tiny_runs["mlp"], targets[:1], out=tmp_path / "c")
-    assert export_run._WARM["pool"] is not warm, "a worker made in another environment is replaced"
+    assert export_run._WARM.pool is not warm, "a worker made under other start-up settings is replaced"

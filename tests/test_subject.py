@@ -104,7 +104,7 @@ def test_recipe_and_cli_read_the_same_ranges(tmp_path):
 HELP_ALLOWED = {
     "edgedl", "edgedl.cli", "edgedl.cli.commands", "edgedl.cli.explore", "edgedl.cli.group", "edgedl.cli.main",
     "edgedl.core", "edgedl.core.card", "edgedl.core.env", "edgedl.core.errors", "edgedl.core.files",
-    "edgedl.core.layout", "edgedl.core.metrics", "edgedl.core.outputs", "edgedl.core.settings",
+    "edgedl.core.layout", "edgedl.core.metrics", "edgedl.core.outputs", "edgedl.core.settings", "edgedl.core.warm",
     "edgedl.data", "edgedl.recipe", "edgedl.export", "edgedl.export.plan", "edgedl.export.ranges",
     "edgedl.export.run", "edgedl.train", "edgedl.train.backends",
 }
@@ -122,11 +122,13 @@ def test_help_imports_only_the_allowed_modules():
 
 
 def test_the_prebuilt_tiny_models_are_up_to_date():
-    """tests/models/tiny is rebuilt by tools/make_test_models.py whenever training or export code changes."""
+    """tests/models/tiny and tests/models/zoo are rebuilt by tools/make_test_models.py whenever the code that
+    makes them (training, export, tools/zoo.py) or a pinned dependency changes."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
     import make_test_models
 
     assert make_test_models.is_fresh(), "tests/models/tiny is stale: run python tools/make_test_models.py"
+    assert make_test_models.zoo_is_fresh(), "tests/models/zoo is stale: run python tools/make_test_models.py"
 
 
 def test_inputs_are_described_by_their_shape_unless_they_came_as_pixels():

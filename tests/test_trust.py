@@ -246,13 +246,16 @@ def test_exports_of_an_older_model_are_stale_not_unfaithful(tiny_runs, tmp_path)
 
 
 def test_a_small_keras_file_declaring_a_huge_layer_is_refused_in_a_bounded_child(tmp_path, monkeypatch):
-    """78 KB that declares a 64 GB Dense layer: the bounded child runs out, this process lives and says why."""
+    """78 KB that declares a 64 GB Dense layer: the bounded child runs out, this process lives and says why.
+    The probing worker stays warm between good files, and one that died is replaced for the next."""
     import json
+    import shutil
     import zipfile
 
     import keras
 
     from edgedl.core.errors import ModelError
+    from edgedl.runners import modelio
     from edgedl.runners.modelio import load_keras_model
 
     model = keras.Sequential([keras.Input((64,), name="x"), keras.layers.Dense(10, name="probs")])
@@ -266,8 +269,15 @@ def test_a_small_keras_file_declaring_a_huge_layer_is_refused_in_a_bounded_child
         for name, data in members.items():
             archive.writestr(name, data)
     monkeypatch.setenv("EDGEDL_MEMORY_LIMIT_MB", "2048")
-    with pytest.raises(ModelError, match="huge.keras"):
+    for name in ("a", "b"):
+        shutil.copy(tmp_path / "small.keras", tmp_path / f"{name}.keras")  # not loaded yet: each is probed
+    load_keras_model(tmp_path / "a.keras")
+    warm = modelio._PROBER.pool
+    load_keras_model(tmp_path / "b.keras")
+    assert modelio._PROBER.pool is warm and modelio._PROBER.tasks == 2, "good files share a warm worker"
+    with pytest.raises(ModelError, match="huge.keras.*memory limit"):
         load_keras_model(tmp_path / "huge.keras")
+    assert modelio._PROBER.pool is None, "the worker it ended is not kept"
 
 
 def test_a_regression_card_on_a_classifier_is_one_line(tiny_runs, tiny_exports, capsys):

@@ -1,13 +1,17 @@
-"""Build the tiny models the tests share, once, into tests/models/tiny/ (Polygraphy keeps tests/models so).
+"""Build the models the tests share, once, into tests/models/ (Polygraphy keeps tests/models so).
 
-    python tools/make_test_models.py           # rebuild them (about two minutes on 2 cores)
-    python tools/make_test_models.py --check   # exit 1 when they are stale
+    python tools/make_test_models.py           # rebuild the stale sets (tiny: ~40 s, zoo: ~50 s on 2 cores)
+    python tools/make_test_models.py --check   # exit 1 when either is stale
 
 Each of mlp, cnn, lstm and lstm_seq is trained for 12 epochs on scikit-learn's 8×8 digits and exported to
 every format × precision, exactly as the tests' fixtures did on every run. A fingerprint of the code that
 makes them (this script, edgedl's train/ and export/ stages, data, subject, the run layout) and of the pinned
 dependencies is stored beside them; ``tests/test_subject.py`` fails when it no longer matches, so a change
 to how models are trained or exported cannot hide behind stale files.
+
+tests/models/zoo/ holds the users' own models of ``tools/zoo.py`` (MobileNets, a text CNN, recurrent
+and Transformer models, …), each a ``.keras`` file with its card and data, as the zoo tests hand
+them to edgedl; its fingerprint covers tools/zoo.py and the pinned dependencies.
 """
 
 from __future__ import annotations
@@ -31,9 +35,14 @@ SOURCES = ("tools/make_test_models.py", "pyproject.toml", "edgedl/train", "edged
            "edgedl/subject.py", "edgedl/runners/modelio.py", "edgedl/core/layout.py", "edgedl/core/files.py")
 
 
-def fingerprint() -> str:
+ZOO_OUT = ROOT / "tests" / "models" / "zoo"
+ZOO_SOURCES = ("tools/zoo.py", "pyproject.toml")
+ZOO_SEED = 0
+
+
+def fingerprint(sources: tuple = SOURCES) -> str:
     digest = hashlib.sha256()
-    for source in SOURCES:
+    for source in sources:
         path = ROOT / source
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
             digest.update(str(file.relative_to(ROOT)).encode())
@@ -41,12 +50,46 @@ def fingerprint() -> str:
     return digest.hexdigest()
 
 
-def is_fresh() -> bool:
+def _recorded(folder: Path) -> str | None:
     try:
-        recorded = json.loads(FINGERPRINT.read_text())["fingerprint"]
+        return json.loads((folder / FINGERPRINT.name).read_text())["fingerprint"]
     except (OSError, ValueError, KeyError):
-        return False
-    return recorded == fingerprint() and all((OUT / arch / "manifest.json").is_file() for arch in ARCHS)
+        return None
+
+
+def is_fresh() -> bool:
+    return _recorded(OUT) == fingerprint() and all((OUT / arch / "manifest.json").is_file() for arch in ARCHS)
+
+
+def zoo_is_fresh() -> bool:
+    return _recorded(ZOO_OUT) == fingerprint(ZOO_SOURCES)
+
+
+def build_zoo(out: Path = ZOO_OUT) -> Path:
+    """Build and train every model of tools/zoo.py into ``out`` (replaced whole, or left as it was)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.path.insert(0, str(ROOT))
+    import keras
+    import numpy as np
+
+    from tools import zoo
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="zoo-", dir=out.parent))
+    try:
+        keras.utils.set_random_seed(ZOO_SEED)
+        rng = np.random.default_rng(ZOO_SEED)
+        for builder in zoo.BUILDERS:
+            print(f"building {builder.__name__} …", flush=True)
+            builder(staging, rng)
+        (staging / FINGERPRINT.name).write_text(json.dumps({"fingerprint": fingerprint(ZOO_SOURCES),
+                                                            "seed": ZOO_SEED}, indent=2) + "\n")
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"wrote {out}")
+    return out
 
 
 def build(out: Path = OUT) -> Path:
@@ -78,11 +121,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only say whether the models are up to date")
     args = parser.parse_args()
+    stale = [name for name, fresh in (("tiny", is_fresh()), ("zoo", zoo_is_fresh())) if not fresh]
     if args.check:
-        fresh = is_fresh()
-        print("up to date" if fresh else "stale: run python tools/make_test_models.py")
-        return 0 if fresh else 1
-    build()
+        print(f"stale: {', '.join(stale)}: run python tools/make_test_models.py" if stale else "up to date")
+        return 1 if stale else 0
+    if not stale:
+        print("up to date: nothing to build")
+    if "tiny" in stale:
+        build()
+    if "zoo" in stale:
+        build_zoo()
     return 0
 
 

@@ -83,6 +83,7 @@ def _sequences(rng, count, steps=12, features=8):
 
 def _save(folder: Path, name: str, model, heldout: dict, calibration: dict, card: str, extra_data: str = "") -> Zoo:
     folder.mkdir(parents=True, exist_ok=True)
+    model.compile()  # the trained weights without the optimizer's state: a third of the file, nothing edgedl reads
     model.save(folder / f"{name}.keras")
     np.savez(folder / f"{name}_heldout.npz", **heldout)
     np.savez(folder / f"{name}_calibration.npz", **calibration)
@@ -90,6 +91,13 @@ def _save(folder: Path, name: str, model, heldout: dict, calibration: dict, card
         card + f'\n[data]\nheldout = "{name}_heldout.npz"\ncalibration = "{name}_calibration.npz"\n' + extra_data)
     return Zoo(name, folder / f"{name}.keras", folder / f"{name}.card.toml", folder / f"{name}_heldout.npz",
                folder / f"{name}_calibration.npz")
+
+
+def load(folder: Path) -> dict[str, Zoo]:
+    """The models a build wrote into ``folder`` (each NAME.keras with NAME.card.toml and its data)."""
+    names = sorted(card.name.removesuffix(".card.toml") for card in folder.glob("*.card.toml"))
+    return {name: Zoo(name, folder / f"{name}.keras", folder / f"{name}.card.toml", folder / f"{name}_heldout.npz",
+                      folder / f"{name}_calibration.npz") for name in names}
 
 
 def mobilenet_v2(folder: Path, rng) -> Zoo:

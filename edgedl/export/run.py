@@ -7,18 +7,16 @@ error naming the mode, a fresh worker takes the remaining targets, and nothing h
 The worker stays warm between exports of one edgedl process (the pipeline, the keep-float search and
 the rescue ladder export many times; TensorFlow's import is most of a small export's 6 s). Each
 export starts a new session in it: its caches are emptied and Keras' name counters reset, so an
-export converts the same bytes whether or not the worker is warm. A worker whose process environment
-or working directory differs from the caller's is replaced, and an interrupted export kills it.
+export converts the same bytes whether or not the worker is warm. Each task runs with the caller's
+environment and working folder (``core.warm``); a worker made under other start-up settings
+(TensorFlow's, threads') is replaced, and an interrupted export kills it.
 """
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures as futures
 import contextlib
 import itertools
-import multiprocessing
-import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +26,7 @@ from ..core.errors import ExportError, UsageError
 from ..core.files import locked, read_json, sweep_leftovers, write_json
 from ..core.layout import INDEX
 from ..core.outputs import MARKER, claim
+from ..core.warm import WarmWorker
 from .plan import CALIBRATED, CALIBRATION_METHODS, ExportOptions, Target
 
 
@@ -86,25 +85,11 @@ def layers_with_ops(source: str | Path, options: ExportOptions | None = None) ->
     return _once(_worker_layers, asdict(src), asdict(options))
 
 
-_WARM: dict = {}  # "pool": the warm worker's executor, "made_in": the environment and folder it was made in
+# The conversion worker, warm between exports of this process (each export is a session of its own in it).
+_WARM = WarmWorker(die_with_parent)
 # Export session numbers, never reused in this process: a replaced worker must not restart them, or two
 # exports in a row could share one and the second would find the first's cached model.
 _SESSIONS = itertools.count(1)
-
-
-def _pool() -> futures.ProcessPoolExecutor:
-    """The warm worker, or a new one where there is none or the caller's environment has changed since
-    (a worker reads limits and paths from its environment, and writes relative to its folder)."""
-    made_in = (tuple(sorted(os.environ.items())), os.getcwd())
-    if _WARM.get("pool") is not None and _WARM.get("made_in") == made_in:
-        return _WARM["pool"]
-    _discard()
-    # spawn, not fork: the worker must not inherit a half-initialised TensorFlow or locks. The worker
-    # dies with this process, so a killed export leaves nobody writing.
-    _WARM["pool"] = futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                                initializer=die_with_parent, initargs=(os.getpid(),))
-    _WARM["made_in"] = made_in
-    return _WARM["pool"]
 
 
 def _session() -> int:
@@ -112,31 +97,12 @@ def _session() -> int:
     return next(_SESSIONS)
 
 
-def _discard(kill: bool = False) -> None:
-    """Let the warm worker go: shut down, or killed when an export was interrupted mid-write."""
-    pool = _WARM.pop("pool", None)
-    if pool is None:
-        return
-    if kill:  # ProcessPoolExecutor has no public kill before Python 3.14; its process table is stable
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
-            process.kill()
-    pool.shutdown(wait=not kill, cancel_futures=True)
-
-
-atexit.register(_discard)
-
-
 def _once(task, *args):
     """One task in the warm worker, in a session of its own; a worker that died is replaced for the next."""
-    pool = _pool()
     try:
-        return pool.submit(task, _session(), *args).result()
+        return _WARM.run(task, _session(), *args)
     except futures.process.BrokenProcessPool:
-        _discard()
         raise ExportError("the converter crashed (process died)") from None
-    except BaseException:
-        _discard(kill=True)
-        raise
 
 
 def _finish(out_dir: Path, records: list[dict], new: bool) -> None:
@@ -152,22 +118,15 @@ def _finish(out_dir: Path, records: list[dict], new: bool) -> None:
 
 def _run_jobs(src, targets: list[Target], out_dir: Path, options: ExportOptions, say, records: list[dict]) -> None:
     session = _session()
-    try:
-        for number, target in enumerate(targets, 1):
-            say(f"[{number}/{len(targets)}] {src.name}: {target.label} …")
-            future = _pool().submit(_worker_convert, session, asdict(src), asdict(target), str(out_dir),
-                                    asdict(options))
-            try:
-                record = future.result()
-            except futures.process.BrokenProcessPool:
-                record = {"target": target.label, "error": f"the converter crashed (process died) during "
-                          f"{target.label}; no file was written"}
-                _discard()  # the next target gets a fresh worker
-            say(_summary(target, record))
-            records.append(record)
-    except BaseException:  # interrupted: the worker may be writing; it goes with the export
-        _discard(kill=True)
-        raise
+    for number, target in enumerate(targets, 1):
+        say(f"[{number}/{len(targets)}] {src.name}: {target.label} …")
+        try:  # an interrupt kills the worker (it may be writing) and goes on up
+            record = _WARM.run(_worker_convert, session, asdict(src), asdict(target), str(out_dir), asdict(options))
+        except futures.process.BrokenProcessPool:  # the next target gets a fresh worker
+            record = {"target": target.label, "error": f"the converter crashed (process died) during "
+                      f"{target.label}; no file was written"}
+        say(_summary(target, record))
+        records.append(record)
 
 
 def _summary(target: Target, record: dict) -> str:

@@ -6,7 +6,9 @@ import re
 import zipfile
 from pathlib import Path
 
+from ..core.env import untrusted_child
 from ..core.errors import ModelError
+from ..core.warm import WarmWorker
 
 
 def load_keras_model(path: str | Path, safe_mode: bool = True, probe: bool = True):
@@ -40,6 +42,8 @@ def load_keras_model(path: str | Path, safe_mode: bool = True, probe: bool = Tru
 
 
 _PROBED: set[tuple] = set()  # (path, size, mtime) of files already loaded once in a bounded child
+_PROBER = WarmWorker(untrusted_child)  # started as untrusted_child(our pid, memory limit): bounded, dies with us
+_UNSAFE_PROBER = WarmWorker(untrusted_child)
 
 
 def _written_by_edgedl(path: Path) -> bool:
@@ -54,58 +58,79 @@ def _written_by_edgedl(path: Path) -> bool:
 
 
 def probe_in_child(path: Path, safe_mode: bool) -> None:
-    """Load ``path`` once in a spawned child under EDGEDL_MEMORY_LIMIT_MB and EDGEDL_TIME_LIMIT_S: a 78 KB
-    file that declares a 10 GB layer ends the child with a clear error instead of the OOM killer ending us."""
-    import multiprocessing
-    import os
-
-    from ..core.env import memory_limit_mb, time_limit_s
-
+    """Load ``path`` once in a worker process under EDGEDL_MEMORY_LIMIT_MB and EDGEDL_TIME_LIMIT_S: a 78 KB
+    file that declares a 10 GB layer ends the worker with a clear error instead of the OOM killer ending us.
+    The worker stays warm between probes (TensorFlow's import is most of a probe's time); a file that
+    fails in a worker that has loaded others before is tried again in a fresh one, so what earlier files
+    left behind never makes a verdict. With safe mode off the file's own code runs: a fresh worker each time."""
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key in _PROBED:
         return
-    context = multiprocessing.get_context("spawn")
-    conn, child_conn = context.Pipe()
-    child = context.Process(target=_probe, args=(child_conn, str(path), safe_mode, os.getpid()), daemon=True)
-    child.start()
-    child_conn.close()
+    worker = _PROBER if safe_mode else _UNSAFE_PROBER
     try:
-        if not conn.poll(time_limit_s()):
-            raise ModelError(f"{path.name}: loading it did not finish within {time_limit_s():.0f} s "
-                             "(EDGEDL_TIME_LIMIT_S); the file is hostile or far too large")
-        try:
-            status, message = conn.recv()
-        except (EOFError, OSError):
-            child.join(5)
-            raise ModelError(f"{path.name}: loading it ended its process (exit {child.exitcode}): it needs more than "
-                             f"the {memory_limit_mb()} MB memory limit (EDGEDL_MEMORY_LIMIT_MB) or is hostile") from None
+        warm = worker.tasks > 0
+        status, message = _probe_once(worker, path, safe_mode)
+        if warm and status in _SPENT:  # judged again by a fresh worker
+            status, message = _probe_once(worker, path, safe_mode)
     finally:
-        if child.is_alive():
-            child.kill()
-        child.join(5)
-        conn.close()
+        if not safe_mode:
+            worker.discard()
     if status != "ok":
         raise ModelError(message)
     _PROBED.add(key)
 
 
-def _probe(conn, path: str, safe_mode: bool, parent_pid: int) -> None:  # pragma: no cover - runs in the child
-    from ..core.env import memory_limit_mb, untrusted_child
+_SPENT = ("died", "memory")  # the worker ran out: it is not trusted with the next file
+
+
+def _probe_once(worker: WarmWorker, path: Path, safe_mode: bool) -> tuple[str, str]:
+    from concurrent import futures
+
+    from ..core.env import memory_limit_mb, time_limit_s
+
+    try:
+        status, message = worker.run(_probe, str(path), safe_mode, key=(memory_limit_mb(),), timeout=time_limit_s())
+    except futures.process.BrokenProcessPool:
+        status, message = "died", (f"{path.name}: loading it ended its process: it needs more than the "
+                                   f"{memory_limit_mb()} MB memory limit (EDGEDL_MEMORY_LIMIT_MB) or is hostile")
+    except futures.TimeoutError:
+        raise ModelError(f"{path.name}: loading it did not finish within {time_limit_s():.0f} s "
+                         "(EDGEDL_TIME_LIMIT_S); the file is hostile or far too large") from None
+    if status in _SPENT:
+        worker.discard()
+    return status, message
+
+
+def _probe(path: str, safe_mode: bool) -> tuple[str, str]:  # pragma: no cover - runs in the worker
+    from ..core.env import import_keras, memory_limit_mb
     from ..core.errors import EdgedlError
 
-    untrusted_child(parent_pid, memory_limit_mb())
     try:
         load_keras_model(path, safe_mode=safe_mode, probe=False)
-        conn.send(("ok", ""))
-    except MemoryError:
-        conn.send(("error", f"{Path(path).name} needs more than the {memory_limit_mb()} MB memory limit to load "
-                            "(EDGEDL_MEMORY_LIMIT_MB)"))
-    except EdgedlError as exc:
-        conn.send(("error", exc.one_line()))
-    except BaseException as exc:  # noqa: BLE001 - everything becomes one line for the parent
-        conn.send(("error", f"{Path(path).name} could not be loaded: {exc.__class__.__name__}: "
-                            f"{' '.join(str(exc).split())[:200]}"))
+        return "ok", ""
+    except Exception as exc:  # noqa: BLE001 - sorted below; everything becomes one line for the parent
+        if _out_of_memory(exc):
+            return "memory", (f"{Path(path).name} needs more than the {memory_limit_mb()} MB memory limit to load "
+                              "(EDGEDL_MEMORY_LIMIT_MB)")
+        if isinstance(exc, EdgedlError):
+            return "error", exc.one_line()
+        return "error", (f"{Path(path).name} could not be loaded: {exc.__class__.__name__}: "
+                         f"{' '.join(str(exc).split())[:200]}")
+    finally:
+        import gc
+
+        import_keras().backend.clear_session()  # the next probe starts from what a fresh worker has
+        gc.collect()
+
+
+def _out_of_memory(exc: BaseException | None) -> bool:
+    """Python's MemoryError or TensorFlow's OOM (ResourceExhaustedError), here or as a cause."""
+    while exc is not None:
+        if isinstance(exc, MemoryError) or exc.__class__.__name__ == "ResourceExhaustedError":
+            return True
+        exc = exc.__cause__
+    return False
 
 
 MAX_CONFIG_BYTES = 64 * 2**20  # config.json and metadata.json: text that describes the layers
