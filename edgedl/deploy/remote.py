@@ -89,11 +89,22 @@ class Session:
         self.cancelled.set()
         with self._lock:
             for proc in list(self._procs):
-                proc.kill()
+                kill_group(proc)
 
     def track(self, proc, running: bool) -> None:
         with self._lock:
             (self._procs.add if running else self._procs.discard)(proc)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """Kill an ssh and what it started (a ProxyCommand holds ssh's output pipes open: killing ssh alone
+    left an interrupted copy waiting 30 s for the proxy to end)."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # already gone, with its group
+        pass
 
 
 class Connection:
@@ -118,13 +129,14 @@ class Connection:
         if self.session.cancelled.is_set() and not cleanup:
             raise DeviceError(f"{self.device.label}: interrupted before {what}")
         limit = timeout or self.device.timeout_s + 30
+        # its own process group: ssh's ProxyCommand inherits its pipes, and must go when ssh is stopped
         proc = subprocess.Popen(self.argv(command), stdin=stdin if stdin is not None else subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0)
         self.session.track(proc, True)
         try:
             out, err = proc.communicate(data if stdin is None else None, timeout=limit)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            kill_group(proc)
             proc.communicate()
             raise DeviceError(f"{self.device.label}: {what} did not finish within {limit:.0f} s "
                               "(device or network hung)") from None
