@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import tarfile
 import tempfile
@@ -99,8 +100,6 @@ class Session:
 def kill_group(proc: subprocess.Popen) -> None:
     """Kill an ssh and what it started (a ProxyCommand holds ssh's output pipes open: killing ssh alone
     left an interrupted copy waiting 30 s for the proxy to end)."""
-    import signal
-
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:  # already gone, with its group
